@@ -1,0 +1,7 @@
+"""fastdiff: fast diffusion sampling on fused Triton and CUDA kernels."""
+__version__ = "0.1.0"
+
+from . import backends, ops, reference  # noqa: E402  (no GPU probing, no side effects)
+from .ops import use_backend  # noqa: E402
+
+__all__ = ["backends", "ops", "reference", "use_backend", "__version__"]

@@ -1,0 +1,200 @@
+"""Backend registry: what each backend supports, how one is chosen, and why.
+
+A backend declares, per op, the dtypes, devices, layouts and head dims it runs and the minimum
+compute capability; `not_supported_reasons` turns a description of the inputs into a list of
+reasons (empty when it can run). `auto` takes the first backend of the op's preference order
+that can run; a forced backend (FASTDIFF_BACKEND or `use_backend`) that cannot run raises with
+every reason. Nothing here touches the GPU or imports a compiled module until an op runs.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import dataclasses
+import functools
+import importlib
+import os
+from typing import Callable, Iterator, Optional
+
+import torch
+
+OPS = ("attention", "group_norm", "cfg_combine", "sampler_step")
+_F16, _BF16, _F32, _F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What a backend needs to know about an op's inputs to say whether it can run them."""
+
+    device: torch.device
+    dtype: torch.dtype
+    head_dim: Optional[int] = None
+    seq_k: Optional[int] = None
+    channels_last: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class OpSupport:
+    dtypes: frozenset
+    head_dims: Optional[tuple[int, int]] = None  # inclusive range
+    max_seq_k: Optional[int] = None
+    channels_last: bool = True
+
+    def reasons(self, inputs: Inputs) -> list[str]:
+        out = []
+        if inputs.dtype not in self.dtypes:
+            names = ", ".join(sorted(str(d).removeprefix("torch.") for d in self.dtypes))
+            out.append(f"dtype {str(inputs.dtype).removeprefix('torch.')} is not one of {names}")
+        if self.head_dims and inputs.head_dim is not None:
+            lo, hi = self.head_dims
+            if not lo <= inputs.head_dim <= hi:
+                out.append(f"head dim {inputs.head_dim} is outside {lo}..{hi}")
+        if self.max_seq_k is not None and inputs.seq_k is not None and inputs.seq_k > self.max_seq_k:
+            out.append(f"{inputs.seq_k} keys exceed the maximum of {self.max_seq_k}")
+        if inputs.channels_last and not self.channels_last:
+            out.append("channels_last inputs are not supported")
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    name: str
+    ops: dict  # op name -> OpSupport
+    module: Optional[str]  # module holding one launcher per op, imported on first use
+    cuda_only: bool = True
+    min_capability: tuple[int, int] = (8, 0)
+
+    def not_supported_reasons(self, op: str, inputs: Inputs) -> list[str]:
+        support = self.ops.get(op)
+        if support is None:
+            return [f"backend {self.name!r} has no {op} kernel"]
+        reasons = []
+        if self.cuda_only and inputs.device.type != "cuda":
+            if not (inputs.device.type == "cpu" and self.name == "triton" and _triton_interpret()):
+                reasons.append(f"device {inputs.device.type} is not cuda"
+                               + (" (set TRITON_INTERPRET=1 to run Triton on the CPU)"
+                                  if self.name == "triton" else ""))
+        elif inputs.device.type == "cuda" and not _capability_ok(inputs.device, self.min_capability):
+            reasons.append(f"compute capability below sm_{self.min_capability[0]}{self.min_capability[1]}")
+        reasons += support.reasons(inputs)
+        err = _import_error(self.module) if self.module else None
+        if err:
+            reasons.append(err)
+        return reasons
+
+    def impl(self, op: str) -> Callable:
+        if self.module is None:
+            from . import reference
+            return getattr(reference, op)
+        return getattr(importlib.import_module(self.module), op)
+
+
+def _triton_interpret() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def _capability_ok(device: torch.device, need: tuple[int, int]) -> bool:
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return _capability(index) >= need
+
+
+@functools.lru_cache(maxsize=None)
+def _import_error(module: str) -> Optional[str]:
+    try:
+        importlib.import_module(module)
+    except ImportError as e:  # Triton not installed, or fastdiff._C not built
+        return f"{module} cannot be imported ({e})"
+    return None
+
+
+_ALL = frozenset({_F16, _BF16, _F32, _F64})
+_GPU = frozenset({_F16, _BF16, _F32})
+
+BACKENDS: dict[str, Backend] = {
+    "torch": Backend("torch", {op: OpSupport(_ALL) for op in OPS}, None, cuda_only=False),
+    "triton": Backend("triton", {
+        "attention": OpSupport(_GPU, head_dims=(16, 256)),
+        "group_norm": OpSupport(_GPU),
+        "cfg_combine": OpSupport(_GPU),
+        "sampler_step": OpSupport(_GPU),
+    }, "fastdiff._triton"),
+    "cuda": Backend("cuda", {
+        "cfg_combine": OpSupport(_GPU),
+        "sampler_step": OpSupport(_GPU),
+    }, "fastdiff.cuda_ops"),
+}
+
+# `auto` tries these in order and takes the first that can run the inputs; the torch reference
+# is always last, so every input runs somewhere.
+AUTO_ORDER: dict[str, tuple[str, ...]] = {
+    "attention": ("triton", "torch"),
+    "group_norm": ("triton", "torch"),
+    "cfg_combine": ("cuda", "triton", "torch"),
+    "sampler_step": ("cuda", "triton", "torch"),
+}
+
+_forced: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("fastdiff_backend", default=None)
+
+
+def requested() -> str:
+    """The backend asked for: `use_backend` first, then FASTDIFF_BACKEND, else 'auto'."""
+    name = _forced.get() or os.environ.get("FASTDIFF_BACKEND", "auto") or "auto"
+    if name != "auto" and name not in BACKENDS:
+        raise ValueError(f"fastdiff: unknown backend {name!r}; expected auto or one of {', '.join(BACKENDS)}")
+    return name
+
+
+@contextlib.contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Force one backend ('torch', 'triton', 'cuda' or 'auto') for the ops run inside the block."""
+    if name != "auto" and name not in BACKENDS:
+        raise ValueError(f"fastdiff: unknown backend {name!r}; expected auto or one of {', '.join(BACKENDS)}")
+    token = _forced.set(name)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+class BackendUnavailable(RuntimeError):
+    pass
+
+
+def _auto_candidates(op: str, inputs: Inputs) -> tuple[str, ...]:
+    # On the CPU the interpreter exists for tests only: auto never picks it.
+    return AUTO_ORDER[op] if inputs.device.type == "cuda" else ("torch",)
+
+
+def select(op: str, inputs: Inputs) -> Backend:
+    name = requested()
+    if name != "auto":
+        backend = BACKENDS[name]
+        reasons = backend.not_supported_reasons(op, inputs)
+        if reasons:
+            raise BackendUnavailable(f"fastdiff.{op}: backend {name!r} cannot run these inputs: "
+                                     + "; ".join(reasons))
+        return backend
+    for candidate in _auto_candidates(op, inputs):
+        if not BACKENDS[candidate].not_supported_reasons(op, inputs):
+            return BACKENDS[candidate]
+    raise BackendUnavailable(f"fastdiff.{op}: no backend can run these inputs")
+
+
+def explain_inputs(op: str, inputs: Inputs) -> str:
+    """A human-readable account of which backend runs `op` on these inputs, and why."""
+    lines = [f"fastdiff.{op} on {inputs.device.type} {str(inputs.dtype).removeprefix('torch.')}"
+             f", requested backend: {requested()}"]
+    order = AUTO_ORDER[op]
+    for name in order + tuple(n for n in BACKENDS if n not in order):
+        reasons = BACKENDS[name].not_supported_reasons(op, inputs)
+        lines.append(f"  {name:7s} " + ("can run" if not reasons else "cannot: " + "; ".join(reasons)))
+    try:
+        lines.append(f"  -> runs on {select(op, inputs).name}")
+    except BackendUnavailable as e:
+        lines.append(f"  -> error: {e}")
+    return "\n".join(lines)

@@ -1,0 +1,52 @@
+"""Input checks shared by the ops: every error names the op, what was expected and what was given."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from .. import backends
+
+_FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def check_tensor(op: str, name: str, t, *, ndim: Optional[int] = None, min_ndim: int = 0) -> torch.Tensor:
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"fastdiff.{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"fastdiff.{op}: {name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+    if t.dim() < min_ndim:
+        raise ValueError(f"fastdiff.{op}: {name} must have at least {min_ndim} dimensions, "
+                         f"got shape {tuple(t.shape)}")
+    if t.dtype not in _FLOATS:
+        raise TypeError(f"fastdiff.{op}: {name} must be a floating-point tensor, got {t.dtype}")
+    return t
+
+
+def check_match(op: str, ref_name: str, ref: torch.Tensor, name: str, t: torch.Tensor, *,
+                shape: bool = True, dtype: bool = True) -> None:
+    if t.device != ref.device:
+        raise ValueError(f"fastdiff.{op}: {name} is on {t.device} but {ref_name} is on {ref.device}")
+    if dtype and t.dtype != ref.dtype:
+        raise TypeError(f"fastdiff.{op}: {name} has dtype {t.dtype} but {ref_name} has {ref.dtype}")
+    if shape and t.shape != ref.shape:
+        raise ValueError(f"fastdiff.{op}: {name} has shape {tuple(t.shape)} but {ref_name} has "
+                         f"{tuple(ref.shape)}")
+
+
+def check_float(op: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"fastdiff.{op}: {name} must be a real number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        raise ValueError(f"fastdiff.{op}: {name} must be finite, got {value}")
+    return float(value)
+
+
+def needs_autograd(*tensors) -> bool:
+    """Whether the call must stay differentiable: then it runs the torch reference directly."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def launcher(op: str, inputs: backends.Inputs):
+    return backends.select(op, inputs).impl(op)

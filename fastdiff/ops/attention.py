@@ -1,0 +1,56 @@
+"""Scaled dot-product attention over (batch, sequence, head, head_dim) tensors."""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+
+from .. import backends, reference
+from ._common import check_float, check_match, check_tensor, launcher, needs_autograd
+
+
+def _inputs(q: torch.Tensor, k: torch.Tensor) -> backends.Inputs:
+    return backends.Inputs(q.device, q.dtype, head_dim=q.shape[-1], seq_k=k.shape[1])
+
+
+@torch.library.custom_op("fastdiff::attention", mutates_args=())
+def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
+    return launcher("attention", _inputs(q, k))(q, k, v, scale=scale)
+
+
+@_attention_op.register_fake
+def _(q, k, v, scale):
+    return q.new_empty(q.shape)
+
+
+def _check(q, k, v, scale):
+    op = "attention"
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        check_tensor(op, name, t, ndim=4)
+        if t.stride(-1) != 1:
+            raise ValueError(f"fastdiff.attention: {name} must have a unit stride in its last (head_dim) "
+                             f"dimension, got strides {t.stride()}")
+    check_match(op, "k", k, "v", v)
+    check_match(op, "q", q, "k", k, shape=False)
+    b, _, h, d = q.shape
+    if (k.shape[0], k.shape[2], k.shape[3]) != (b, h, d):
+        raise ValueError(f"fastdiff.attention: q is (B, Sq, H, D) = {tuple(q.shape)} but k and v are "
+                         f"{tuple(k.shape)}; expected (B, Sk, H, D) with B={b}, H={h}, D={d}")
+    if k.shape[1] == 0:
+        raise ValueError("fastdiff.attention: k and v must hold at least one token")
+    return 1.0 / math.sqrt(d) if scale is None else check_float(op, "scale", scale)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: Optional[float] = None) -> torch.Tensor:
+    """softmax(q k^T * scale) v for every batch and head: self- or cross-attention.
+
+    q: (B, Sq, H, D); k, v: (B, Sk, H, D); one dtype (fp16 or bf16 on the GPU kernels, fp32
+    everywhere, fp64 on the torch backend) and one device. Any strides with a unit last-dim
+    stride, so q, k, v may be views of one fused QKV projection. scale defaults to D ** -0.5.
+    Returns a contiguous (B, Sq, H, D) tensor; softmax and accumulation in fp32.
+    """
+    scale = _check(q, k, v, scale)
+    if needs_autograd(q, k, v):
+        return reference.attention(q, k, v, scale=scale)
+    return _attention_op(q, k, v, scale)

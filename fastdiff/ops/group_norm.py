@@ -1,0 +1,66 @@
+"""GroupNorm with optional fused SiLU."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .. import backends, reference
+from ._common import check_float, check_match, check_tensor, launcher, needs_autograd
+
+
+def _channels_last(x: torch.Tensor) -> bool:
+    # A tensor that is both (e.g. C == 1 or 1x1 spatial) counts as NCHW.
+    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _inputs(x: torch.Tensor) -> backends.Inputs:
+    return backends.Inputs(x.device, x.dtype, channels_last=_channels_last(x))
+
+
+@torch.library.custom_op("fastdiff::group_norm", mutates_args=())
+def _group_norm_op(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor],
+                   bias: Optional[torch.Tensor], eps: float, silu: bool) -> torch.Tensor:
+    return launcher("group_norm", _inputs(x))(x, num_groups, weight, bias, eps, silu=silu)
+
+
+@_group_norm_op.register_fake
+def _(x, num_groups, weight, bias, eps, silu):
+    fmt = torch.channels_last if _channels_last(x) else torch.contiguous_format
+    return torch.empty_like(x, memory_format=fmt)
+
+
+def _check(x, num_groups, weight, bias, eps):
+    op = "group_norm"
+    check_tensor(op, "x", x, min_ndim=2)
+    if isinstance(num_groups, bool) or not isinstance(num_groups, int):
+        raise TypeError(f"fastdiff.group_norm: num_groups must be an int, got {type(num_groups).__name__}")
+    channels = x.shape[1]
+    if num_groups <= 0 or channels % num_groups:
+        raise ValueError(f"fastdiff.group_norm: num_groups must divide the {channels} channels of x, "
+                         f"got {num_groups}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None:
+            check_tensor(op, name, t, ndim=1)
+            check_match(op, "x", x, name, t, shape=False, dtype=False)
+            if t.shape[0] != channels:
+                raise ValueError(f"fastdiff.group_norm: {name} must have shape ({channels},), "
+                                 f"got {tuple(t.shape)}")
+    eps = check_float(op, "eps", eps)
+    if eps < 0:
+        raise ValueError(f"fastdiff.group_norm: eps must be >= 0, got {eps}")
+    return eps
+
+
+def group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor] = None,
+               bias: Optional[torch.Tensor] = None, eps: float = 1e-5, *, silu: bool = False) -> torch.Tensor:
+    """GroupNorm over (N, C, *spatial), optionally followed by SiLU, in one pass.
+
+    x: (N, C, *spatial), fp16/bf16/fp32 (fp64 on the torch backend), NCHW or channels_last.
+    weight, bias: (C,) or None, any float dtype. Statistics are taken in fp32 per (sample, group).
+    Returns a new tensor with x's shape, dtype and memory format.
+    """
+    eps = _check(x, num_groups, weight, bias, eps)
+    if needs_autograd(x, weight, bias):
+        return reference.group_norm(x, num_groups, weight, bias, eps, silu=silu)
+    return _group_norm_op(x, num_groups, weight, bias, eps, bool(silu))

@@ -1,0 +1,124 @@
+"""Classifier-free guidance and the fused scheduler update.
+
+cfg_combine(u, c, s)  = u + s (c - u)
+sampler_step(x, model_out, (p, q, a, b, c, e), guidance_scale=s, prev, noise):
+    m      = u + s (c - u)         model_out = [uncond; cond] on the batch axis when s is given
+    d      = p x + q m             the data prediction
+    x_next = a x + b d + c prev + e noise
+Every sampler of fastdiff is this one update with its own host-computed coefficients.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+from .. import backends, reference
+from ._common import check_float, check_match, check_tensor, launcher, needs_autograd
+
+
+def _inputs(t: torch.Tensor) -> backends.Inputs:
+    return backends.Inputs(t.device, t.dtype,
+                           channels_last=t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
+                           and not t.is_contiguous())
+
+
+# --- cfg_combine -------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastdiff::cfg_combine", mutates_args=())
+def _cfg_combine_op(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    return launcher("cfg_combine", _inputs(out_cond))(out_uncond, out_cond, scale)
+
+
+@_cfg_combine_op.register_fake
+def _(out_uncond, out_cond, scale):
+    return torch.empty_like(out_cond)
+
+
+def _check_cfg_combine(out_uncond, out_cond, scale):
+    op = "cfg_combine"
+    check_tensor(op, "out_uncond", out_uncond)
+    check_tensor(op, "out_cond", out_cond)
+    check_match(op, "out_cond", out_cond, "out_uncond", out_uncond)
+    return check_float(op, "scale", scale)
+
+
+def cfg_combine(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance: out_uncond + scale * (out_cond - out_uncond).
+
+    out_uncond, out_cond: same shape, dtype (fp16, bf16, fp32; fp64 on the torch backend) and
+    device, any layout. scale: a finite float. Returns a new tensor like out_cond, computed in fp32.
+    """
+    scale = _check_cfg_combine(out_uncond, out_cond, scale)
+    if needs_autograd(out_uncond, out_cond):
+        return reference.cfg_combine(out_uncond, out_cond, scale)
+    return _cfg_combine_op(out_uncond, out_cond, scale)
+
+
+# --- sampler_step ------------------------------------------------------------------------------
+
+@torch.library.custom_op("fastdiff::sampler_step", mutates_args=())
+def _sampler_step_op(x: torch.Tensor, model_out: torch.Tensor, coeffs: list[float],
+                     coeff_tensor: Optional[torch.Tensor], guidance_scale: Optional[float],
+                     prev: Optional[torch.Tensor], noise: Optional[torch.Tensor]
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    c = coeff_tensor if coeff_tensor is not None else tuple(coeffs)
+    return launcher("sampler_step", _inputs(x))(x, model_out, c, guidance_scale=guidance_scale,
+                                                prev=prev, noise=noise)
+
+
+@_sampler_step_op.register_fake
+def _(x, model_out, coeffs, coeff_tensor, guidance_scale, prev, noise):
+    return torch.empty_like(x), torch.empty_like(x)
+
+
+def _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise):
+    op = "sampler_step"
+    check_tensor(op, "x", x)
+    check_tensor(op, "model_out", model_out)
+    check_match(op, "x", x, "model_out", model_out, shape=False, dtype=False)
+    if guidance_scale is not None:
+        guidance_scale = check_float(op, "guidance_scale", guidance_scale)
+        expected = (2 * x.shape[0],) + tuple(x.shape[1:])
+        if tuple(model_out.shape) != expected:
+            raise ValueError(f"fastdiff.sampler_step: with guidance, model_out must hold [uncond; cond] "
+                             f"with shape {expected}, got {tuple(model_out.shape)}")
+    elif model_out.shape != x.shape:
+        raise ValueError(f"fastdiff.sampler_step: model_out has shape {tuple(model_out.shape)} but x has "
+                         f"{tuple(x.shape)} (pass guidance_scale for a [uncond; cond] batch)")
+    for name, t in (("prev", prev), ("noise", noise)):
+        if t is not None:
+            check_tensor(op, name, t)
+            check_match(op, "x", x, name, t)
+    if isinstance(coeffs, torch.Tensor):
+        if coeffs.shape != (6,) or not coeffs.is_floating_point() or coeffs.device != x.device:
+            raise ValueError(f"fastdiff.sampler_step: a coeffs tensor must be a float tensor of shape (6,) "
+                             f"on {x.device}, got {coeffs.dtype} {tuple(coeffs.shape)} on {coeffs.device}")
+        return coeffs, guidance_scale
+    if isinstance(coeffs, (str, bytes)) or not isinstance(coeffs, Sequence) or len(coeffs) != 6:
+        raise TypeError("fastdiff.sampler_step: coeffs must be six numbers (p, q, a, b, c, e) or a tensor "
+                        f"of shape (6,), got {coeffs!r}")
+    return tuple(check_float(op, f"coeffs[{i}]", v) for i, v in enumerate(coeffs)), guidance_scale
+
+
+def sampler_step(x: torch.Tensor, model_out: torch.Tensor,
+                 coeffs: Union[Sequence[float], torch.Tensor], *,
+                 guidance_scale: Optional[float] = None, prev: Optional[torch.Tensor] = None,
+                 noise: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One scheduler update, CFG included, in one pass over memory.
+
+    x: the latents, (N, ...), fp16/bf16/fp32 (fp64 on the torch backend), any layout.
+    model_out: (N, ...) or, with guidance_scale, (2N, ...) holding [uncond; cond]; any float dtype.
+    coeffs: (p, q, a, b, c, e) as six floats, or a float tensor (6,) on x's device (read on the
+        device, so a captured CUDA graph can be replayed with new coefficients).
+    prev, noise: like x, or None (their coefficient is then ignored).
+    Returns (x_next, d), both like x: d = p x + q m is the data prediction, the next `prev` of a
+    multistep solver. Arithmetic in fp32.
+    """
+    coeffs, guidance_scale = _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise)
+    if needs_autograd(x, model_out, prev, noise):
+        return reference.sampler_step(x, model_out, coeffs, guidance_scale=guidance_scale,
+                                      prev=prev, noise=noise)
+    if isinstance(coeffs, torch.Tensor):
+        return _sampler_step_op(x, model_out, [], coeffs, guidance_scale, prev, noise)
+    return _sampler_step_op(x, model_out, list(coeffs), None, guidance_scale, prev, noise)

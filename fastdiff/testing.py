@@ -1,0 +1,89 @@
+"""Numerics rule, tolerance floors and adversarial input makers shared by tests and benchmarks.
+
+The rule (DESIGN.md): a kernel passes when its max error against the float64 reference is at
+most twice the error of the PyTorch computation in the same dtype, plus a small absolute floor.
+NaN never passes.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional, Sequence
+
+import torch
+
+# Absolute floors per dtype: a few ulps at magnitude 1, so an exactly-rounded baseline with zero
+# error does not demand a bit-exact kernel.
+ATOL_FLOOR = {
+    torch.float16: 2e-3,
+    torch.bfloat16: 1.6e-2,
+    torch.float32: 2e-6,
+    torch.float64: 1e-12,
+}
+
+
+def max_error(got: torch.Tensor, want: torch.Tensor) -> float:
+    """max |got - want| in float64; inf when got holds NaN or Inf where want is finite."""
+    g, w = got.detach().to("cpu", torch.float64), want.detach().to("cpu", torch.float64)
+    if g.shape != w.shape:
+        raise AssertionError(f"shape {tuple(g.shape)} != reference shape {tuple(w.shape)}")
+    if not torch.isfinite(g).all():
+        return float("inf")
+    return (g - w).abs().max().item() if g.numel() else 0.0
+
+
+def assert_numerics(got, baseline, ref64, *, name: str = "output", floor: Optional[float] = None,
+                    factor: float = 2.0) -> None:
+    """Assert that `got` meets the numerics rule against the float64 `ref64`.
+
+    `baseline` is the PyTorch computation in got's dtype (the bar); tensors may be tuples.
+    """
+    if isinstance(got, (tuple, list)):
+        for i, (g, b, r) in enumerate(zip(got, baseline, ref64)):
+            assert_numerics(g, b, r, name=f"{name}[{i}]", floor=floor, factor=factor)
+        return
+    if floor is None:
+        floor = ATOL_FLOOR[got.dtype] * max(1.0, ref64.abs().max().item())
+    err, bar = max_error(got, ref64), max_error(baseline, ref64)
+    limit = factor * bar + floor
+    assert err <= limit, (f"{name}: max error {err:.3g} vs float64 reference exceeds {factor} x torch "
+                          f"{got.dtype} error {bar:.3g} + floor {floor:.3g}")
+
+
+def to64(*tensors):
+    """Float64 CPU copies (None stays None), keeping strides irrelevant: the oracle's inputs."""
+    out = tuple(None if t is None else t.detach().to("cpu", torch.float64) for t in tensors)
+    return out if len(out) > 1 else out[0]
+
+
+def randn(shape: Sequence[int], dtype=torch.float32, device="cpu", *, mean: float = 0.5,
+          std: float = 1.0, generator: Optional[torch.Generator] = None,
+          channels_last: bool = False) -> torch.Tensor:
+    """Random normal input with a non-zero mean (a zero mean hides missing centering)."""
+    t = torch.randn(shape, generator=generator, dtype=torch.float32) * std + mean
+    t = t.to(device=device, dtype=dtype)
+    return t.to(memory_format=torch.channels_last) if channels_last else t
+
+
+def fused_qkv(b: int, s: int, h: int, d: int, dtype=torch.float32, device="cpu", *, mean: float = 0.3,
+              generator: Optional[torch.Generator] = None):
+    """q, k, v as strided views of one (B, S, 3, H, D) projection, as a fused QKV linear yields."""
+    qkv = randn((b, s, 3, h, d), dtype, device, mean=mean, generator=generator)
+    return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+
+def strided(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """A non-contiguous view with t's values: every other slice along `dim` of a doubled tensor."""
+    shape = list(t.shape)
+    shape[dim] *= 2
+    big = torch.empty(shape, dtype=t.dtype, device=t.device)
+    view = big[(slice(None),) * dim + (slice(None, None, 2),)]
+    view.copy_(t)
+    return view
+
+
+def has_gpu() -> bool:
+    return torch.cuda.is_available()
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"

@@ -1,0 +1,5 @@
+"""Triton kernels of fastdiff, installed as fastdiff._triton: one launcher per op, same signature
+as the op's reference (fastdiff.reference). Validation and dispatch live in fastdiff.ops."""
+from .guidance import cfg_combine, sampler_step
+
+__all__ = ["cfg_combine", "sampler_step"]

@@ -1,0 +1,113 @@
+"""Build: kernels/ installs as fastdiff._triton; csrc/ compiles into fastdiff._C when nvcc is found.
+
+FASTDIFF_BUILD_CUDA=auto|0|1   auto builds fastdiff._C if nvcc is found, 1 requires it, 0 skips it.
+FASTDIFF_CUDA_ARCHS="80;90a"   the SM architectures to compile for (semicolon or comma separated).
+
+fastdiff._C links only the CUDA runtime (statically) and pybind11, never libtorch: Python hands it
+data pointers, shapes, strides, a dtype code and the stream. The same objects also go into
+libfastdiff.a, installed with the headers for programs that embed the kernels without Python.
+"""
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def find_nvcc():
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    for cand in ([os.path.join(home, "bin", "nvcc")] if home else []) + [shutil.which("nvcc"),
+                                                                      "/usr/local/cuda/bin/nvcc"]:
+        if cand and os.path.exists(cand):
+            return os.path.realpath(cand)
+    return None
+
+
+def ninja_bin():
+    try:
+        import ninja
+        return os.path.join(ninja.BIN_DIR, "ninja")
+    except ImportError:
+        return shutil.which("ninja")
+
+
+class BuildCuda(build_ext):
+    """Compiles fastdiff._C with nvcc and ninja (all sources in parallel)."""
+
+    def build_extension(self, ext):
+        if ext.name != "fastdiff._C":
+            return super().build_extension(ext)
+        nvcc, ninja = find_nvcc(), ninja_bin()
+        if not nvcc or not ninja:
+            raise RuntimeError(f"fastdiff: building fastdiff._C needs nvcc and ninja (nvcc={nvcc}, ninja={ninja})")
+        cuda_home = os.path.dirname(os.path.dirname(nvcc))
+        import pybind11
+
+        archs = [a for a in os.environ.get("FASTDIFF_CUDA_ARCHS", "80;90a").replace(",", ";").split(";") if a]
+        gencode = " ".join(f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs)
+        build = os.path.abspath(os.path.join(self.build_temp, "csrc"))
+        os.makedirs(build, exist_ok=True)
+        out = os.path.abspath(self.get_ext_fullpath(ext.name))
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        lib_dir = os.path.join(os.path.dirname(out), "lib")
+        os.makedirs(lib_dir, exist_ok=True)
+        inc = f"-I{ROOT}/csrc/include -I{cuda_home}/include"
+        cu = sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cu")))
+        cpp = [os.path.join(ROOT, "csrc", "bindings.cpp")]
+        cxx = os.environ.get("CXX", "c++")
+        rules = f"""
+rule nvcc
+  command = {nvcc} -std=c++17 -O3 -Xcompiler -fPIC --expt-relaxed-constexpr {gencode} {inc} -MD -MF $out.d -c $in -o $out
+  depfile = $out.d
+rule cxx
+  command = {cxx} -std=c++17 -O2 -fPIC -fvisibility=hidden {inc} -I{pybind11.get_include()} -I{sysconfig.get_paths()['include']} -MD -MF $out.d -c $in -o $out
+  depfile = $out.d
+rule ar
+  command = rm -f $out && ar rcs $out $in
+rule link
+  command = {cxx} -shared $in -o $out -L{cuda_home}/lib64 -L{cuda_home}/lib64/stubs -lcudart_static -ldl -lrt -lpthread
+"""
+        lines = [rules]
+        objs = []
+        for src in cu + cpp:
+            obj = os.path.join(build, os.path.basename(src) + ".o")
+            lines.append(f"build {obj}: {'nvcc' if src.endswith('.cu') else 'cxx'} {src}")
+            objs.append(obj)
+        kernel_objs = objs[:len(cu)]
+        lines.append(f"build {lib_dir}/libfastdiff.a: ar {' '.join(kernel_objs)}")
+        lines.append(f"build {out}: link {' '.join(objs)}")
+        with open(os.path.join(build, "build.ninja"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 2))
+        subprocess.check_call([ninja, "-C", build, "-j", jobs])
+        # Headers beside the static library, for C++ programs that embed the kernels.
+        shutil.copytree(os.path.join(ROOT, "csrc", "include"), os.path.join(os.path.dirname(out), "include"),
+                        dirs_exist_ok=True)
+
+
+def cuda_extensions():
+    mode = os.environ.get("FASTDIFF_BUILD_CUDA", "auto").lower()
+    if mode not in ("auto", "0", "1"):
+        sys.exit(f"fastdiff: FASTDIFF_BUILD_CUDA must be auto, 0 or 1, got {mode!r}")
+    if mode == "0" or not os.path.exists(os.path.join(ROOT, "csrc", "bindings.cpp")):
+        return []
+    if find_nvcc() is None:
+        if mode == "1":
+            sys.exit("fastdiff: FASTDIFF_BUILD_CUDA=1 but nvcc was not found (set CUDA_HOME)")
+        print("fastdiff: nvcc not found, building without fastdiff._C (torch and triton backends only)")
+        return []
+    return [Extension("fastdiff._C", sources=[])]
+
+
+setup(
+    packages=find_packages(include=["fastdiff", "fastdiff.*"]) + ["fastdiff._triton"],
+    package_dir={"fastdiff": "fastdiff", "fastdiff._triton": "kernels"},
+    ext_modules=cuda_extensions(),
+    cmdclass={"build_ext": BuildCuda},
+)
