@@ -10,7 +10,7 @@ python -I -c "import fastdiff._C, fastdiff._triton" || exit 1
 python -m pytest -q tests -x -m "not slow" 2>&1 | tee results-tests.log || status=1
 for script in benchmarks/bench_*.py; do
     echo "== $script"
-    (cd benchmarks && python "$(basename "$script")") || status=1
+    python "$script" || status=1
 done
 if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT/results"
