@@ -1,0 +1,1 @@
+"""The built-in default models: procedural scenes, their training, shipped weights and evaluation."""
