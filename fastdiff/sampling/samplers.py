@@ -54,6 +54,9 @@ class Plan:
 def data_prediction(prediction_type: str, alpha: float, sigma: float) -> tuple[float, float]:
     """(p, q) with x0 = p x + q m for x = alpha x0 + sigma eps and model output m."""
     if prediction_type == "epsilon":  # m = eps
+        if alpha == 0:
+            raise ValueError("fastdiff.sampling: an epsilon prediction cannot give x0 at zero SNR (alpha = 0); "
+                             "a zero-terminal-SNR schedule needs v_prediction, sample or flow")
         return 1 / alpha, -sigma / alpha
     if prediction_type == "v_prediction":  # m = v = alpha' eps - sigma' x0 in the unit-variance frame
         r2 = alpha * alpha + sigma * sigma
@@ -78,8 +81,7 @@ def _plan(rows: list, init_sigma: float, steps: int, name: str) -> Plan:
     if not torch.isfinite(table).all():
         bad = int((~torch.isfinite(table)).any(1).nonzero()[0])
         raise ValueError(f"fastdiff.sampling.{name}: non-finite coefficients at evaluation {bad}: "
-                         f"{table[bad].tolist()} (t, scale_in, p, q, a, b, c, e); is the prediction type "
-                         f"compatible with this schedule (epsilon cannot be used at zero SNR)?")
+                         f"{table[bad].tolist()} (t, scale_in, p, q, a, b, c, e)")
     return Plan(t=table[:, 0], scale_in=table[:, 1], coeffs=table[:, 2:].contiguous(),
                 init_sigma=init_sigma, steps=steps)
 
@@ -295,9 +297,12 @@ class FlowEuler:
         rows = []
         for i in range(steps):
             alpha, sigma, alpha_n, sigma_n = 1 - s[i], s[i], 1 - s[i + 1], s[i + 1]
-            ab = (0.0, alpha_n, 0.0, sigma_n) if self.stochastic else (*first_order(alpha, sigma, alpha_n, sigma_n), 0.0, 0.0)
+            if self.stochastic:
+                abce = (0.0, alpha_n, 0.0, sigma_n)
+            else:
+                abce = (*first_order(alpha, sigma, alpha_n, sigma_n), 0.0, 0.0)
             rows.append((s[i] * schedule.num_train_timesteps, schedule.input_scale(alpha, sigma),
-                         *data_prediction(prediction_type, alpha, sigma), *ab))
+                         *data_prediction(prediction_type, alpha, sigma), *abce))
         return _plan(rows, 1.0, steps, "FlowEuler")
 
 

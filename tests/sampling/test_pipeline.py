@@ -1,0 +1,184 @@
+"""The sampling pipeline with small stand-in models: CFG batching, seeding, callbacks, decoding,
+errors; on a GPU, the CUDA-graphed loop against the eager one."""
+import types
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fastdiff import reference
+from fastdiff.sampling import (DDIM, DPMSolverPP2M, EulerAncestral, FlowEuler, Heun, NoiseSchedule, Pipeline,
+                               get_sampler)
+from fastdiff.sampling.images import save_png, to_pil
+
+SAMPLER_NAMES = ["ddpm", "ddim", "euler", "euler_a", "heun", "dpmpp_2m", "dpmpp_2m_karras", "lcm"]
+
+
+class TinyUNet(nn.Module):
+    """A stand-in denoiser with the UNet call signature (x, t, context)."""
+
+    def __init__(self, channels=4, ctx_dim=8):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.temb = nn.Linear(1, channels)
+        self.ctx = nn.Linear(ctx_dim, channels)
+        self.calls = []
+
+    def forward(self, x, t, context):
+        self.calls.append(x.shape[0])
+        emb = self.temb(t[:, None].to(x.dtype) / 1000) + self.ctx(context.mean(1))
+        return torch.tanh(self.conv(x)) + emb[:, :, None, None]
+
+
+class TinyVAE(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.config = types.SimpleNamespace(scaling_factor=0.18215)
+        self.up = nn.Conv2d(4, 3, 1)
+
+    def decode(self, z):
+        return torch.tanh(nn.functional.interpolate(self.up(z), scale_factor=2))
+
+
+def _setup(n=2, dtype=torch.float32, device="cpu"):
+    model = TinyUNet().to(device, dtype)
+    ctx = torch.randn(2 * n, 5, 8, device=device, dtype=dtype) + 0.5  # [uncond; cond]
+    return model, ctx
+
+
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_cfg_batched_matches_separate_passes(name):
+    """One forward over [uncond; cond] plus the fused step equals two forwards, the CFG combine and
+    the step written out, evaluation by evaluation."""
+    model, ctx = _setup()
+    schedule = NoiseSchedule.from_betas()
+    plan = get_sampler(name).plan(schedule, 5, "epsilon")
+    noise = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    pipe = Pipeline(model.double(), schedule)
+    ctx = ctx.double()
+    got = pipe.run(noise, plan, cond=(ctx,), guidance_scale=4.5, generator=torch.Generator().manual_seed(1),
+                   progress=False)
+    assert model.calls == [4] * len(plan)
+
+    gen, x, prev = torch.Generator().manual_seed(1), noise * plan.init_sigma, torch.zeros_like(noise)
+    for i in range(len(plan)):
+        t = plan.t[i].expand(2)
+        x_in = plan.scale_in[i] * x
+        u, c = model(x_in, t, ctx[:2]), model(x_in, t, ctx[2:])
+        m = reference.cfg_combine(u, c, 4.5)
+        eps = torch.randn(x.shape, generator=gen, dtype=x.dtype) if plan.coeffs[i, 5] != 0 else None
+        x, prev = reference.sampler_step(x, m, plan.coeffs[i].tolist(), prev=prev, noise=eps)
+    assert torch.allclose(got, x, rtol=1e-12, atol=1e-12)
+
+
+def test_seeded_run_is_reproducible():
+    model, ctx = _setup()
+    pipe = Pipeline(model, NoiseSchedule.from_betas())
+    run = lambda seed: pipe.sample((2, 4, 8, 8), EulerAncestral(), 6, cond=(ctx,), guidance_scale=3.0,  # noqa: E731
+                                   seed=seed, progress=False)
+    a, b, c = run(7), run(7), run(8)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_callback_progress_and_heun_evaluations(capsys):
+    model, ctx = _setup(n=1)
+    seen = []
+    pipe = Pipeline(model, NoiseSchedule.from_betas())
+    pipe.sample((1, 4, 8, 8), Heun(), 4, cond=(ctx,), guidance_scale=2.0, progress=True,
+                callback=lambda i, x: seen.append((i, tuple(x.shape))))
+    assert seen == [(i, (1, 4, 8, 8)) for i in range(7)]  # Heun: two evaluations per step, one on the last
+
+
+def test_decode_and_png(tmp_path):
+    from PIL import Image
+
+    model, ctx = _setup(n=3)
+    vae = TinyVAE()
+    pipe = Pipeline(model, NoiseSchedule.from_betas(), vae=vae)
+    latents = pipe.sample((3, 4, 8, 8), DPMSolverPP2M(karras=True), 5, cond=(ctx,), guidance_scale=7.5,
+                          progress=False)
+    images = pipe.decode(latents)
+    assert torch.allclose(images, vae.decode(latents / 0.18215))
+    pils = to_pil(images)
+    want = ((images[1].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
+    assert pils[1].size == (16, 16) and torch.equal(torch.from_numpy(np.asarray(pils[1])), want)
+    path = save_png(images, tmp_path / "out" / "grid.png")
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size == (32, 32)  # 3 images in a 2 x 2 grid
+
+
+def test_errors():
+    model, ctx = _setup()
+    schedule = NoiseSchedule.from_betas()
+    pipe = Pipeline(model, schedule)
+    with pytest.raises(ValueError, match=r"cond\[0\] must have 4 rows"):
+        pipe.sample((2, 4, 8, 8), DDIM(), 3, cond=(ctx[:2],), guidance_scale=2.0, progress=False)
+    with pytest.raises(TypeError, match="FlowEuler: needs a FlowSchedule"):
+        FlowEuler().plan(schedule, 4)
+    zero_snr = NoiseSchedule.from_betas(zero_terminal_snr=True)
+    with pytest.raises(ValueError, match="epsilon prediction cannot give x0 at zero SNR"):
+        DDIM(spacing="trailing").plan(zero_snr, 4, "epsilon")
+    with pytest.raises(ValueError, match="unknown sampler 'dpm'"):
+        get_sampler("dpm")
+
+
+# --- GPU: the graphed loop ----------------------------------------------------------------------
+
+def _gpu_pair(name, dtype=torch.float32):
+    model, ctx = _setup(dtype=dtype, device="cuda")
+    schedule = NoiseSchedule.from_betas()
+    graphed, eager = Pipeline(model, schedule), Pipeline(model, schedule, cuda_graph=False)
+    kw = dict(cond=(ctx,), guidance_scale=5.0, seed=3, device="cuda", dtype=dtype, progress=False)
+    return model, graphed, eager, get_sampler(name), kw
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", SAMPLER_NAMES)
+def test_graphed_matches_eager(name):
+    model, graphed, eager, sampler, kw = _gpu_pair(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed capture would warn and run eagerly
+        got = graphed.sample((2, 4, 16, 16), sampler, 8, **kw)
+    want = eager.sample((2, 4, 16, 16), sampler, 8, **kw)
+    (step,) = graphed._steps.values()
+    assert step.graph is not None
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # replayed from the same buffers: a second run reuses the graph and is deterministic
+    assert torch.equal(graphed.sample((2, 4, 16, 16), sampler, 8, **kw), got)
+
+
+@pytest.mark.gpu
+def test_graph_sees_in_place_weight_updates():
+    model, graphed, eager, sampler, kw = _gpu_pair("dpmpp_2m")
+    graphed.sample((2, 4, 16, 16), sampler, 6, **kw)
+    (step,) = graphed._steps.values()
+    graph = step.graph
+    with torch.no_grad():  # a merged LoRA: W += B A, in place
+        lora_b, lora_a = torch.randn(4, 2, device="cuda"), torch.randn(2, 36, device="cuda")
+        model.conv.weight.add_(0.05 * (lora_b @ lora_a).view(4, 4, 3, 3))
+    got = graphed.sample((2, 4, 16, 16), sampler, 6, **kw)
+    assert step.graph is graph
+    torch.testing.assert_close(got, eager.sample((2, 4, 16, 16), sampler, 6, **kw), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.gpu
+def test_graphed_loop_never_syncs():
+    model, graphed, _, sampler, kw = _gpu_pair("euler_a")
+    graphed.sample((2, 4, 16, 16), sampler, 4, **kw)  # capture (warm-up may sync)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        graphed.sample((2, 4, 16, 16), sampler, 4, **kw)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.gpu
+def test_capture_failure_falls_back_to_eager():
+    model, graphed, eager, sampler, kw = _gpu_pair("ddim")
+    forward = model.forward
+    model.forward = lambda x, t, c: forward(x, t, c) * (1 + 0 * float(x.sum().item()))  # host sync: uncapturable
+    with pytest.warns(RuntimeWarning, match="CUDA graph capture failed"):
+        got = graphed.sample((2, 4, 16, 16), sampler, 5, **kw)
+    torch.testing.assert_close(got, eager.sample((2, 4, 16, 16), sampler, 5, **kw), rtol=1e-6, atol=1e-6)
