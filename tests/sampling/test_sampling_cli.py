@@ -1,0 +1,47 @@
+"""`fastdiff sample` end to end with a stand-in default model."""
+import sys
+import types
+
+import torch
+from PIL import Image
+
+from fastdiff import cli
+from fastdiff.sampling import NoiseSchedule
+from fastdiff.sampling.model import SamplingModel
+
+from test_sampling_pipeline import TinyUNet, TinyVAE  # noqa: E402
+
+
+def _stand_in(monkeypatch, calls):
+    unet, vae = TinyUNet(), TinyVAE()
+
+    def default_model(name, device):
+        calls.append((name, device))
+        encode = lambda prompts: unet.ctx.weight.new_ones(len(prompts), 3, 8) * len(prompts[0])  # noqa: E731
+        return SamplingModel(unet, NoiseSchedule.from_betas(), (4, 8, 8),
+                             lambda p, g: (torch.cat([encode([""] * len(p)), encode(p)]) if g else encode(p),),
+                             vae=vae)
+    monkeypatch.setitem(sys.modules, "fastdiff.training.default", types.SimpleNamespace(default_model=default_model))
+    return unet
+
+
+def test_sample_writes_a_png(tmp_path, monkeypatch):
+    calls = []
+    unet = _stand_in(monkeypatch, calls)
+    out = tmp_path / "grid.png"
+    args = ["sample", "--prompt", "a red circle", "--n", "3", "--steps", "4", "--sampler", "euler_a",
+            "--seed", "5", "--cfg", "6", "--device", "cpu", "--out", str(out), "--quiet"]
+    assert cli.main(args) == 0
+    assert calls == [(None, "cpu")] and unet.calls == [6] * 4  # CFG batch of 2 x 3, one forward per step
+    with Image.open(out) as im:
+        first = im.copy()
+    assert first.size == (32, 32)
+    assert cli.main(args) == 0
+    with Image.open(out) as im:
+        assert im.tobytes() == first.tobytes()  # same seed, same image
+
+
+def test_sample_without_a_default_model(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "fastdiff.training.default", None)
+    assert cli.main(["sample", "--device", "cpu"]) == 2
+    assert "pass --model with a checkpoint directory" in capsys.readouterr().err
