@@ -67,9 +67,9 @@ class _Step:
         """Warm up on a side stream (kernel compilation, workspaces), then capture one evaluation.
         Warm-up writes x and prev, so they are restored; on failure the run stays eager."""
         saved = [(t, t.clone()) for t in (self.x, self.prev) if t is not None]
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
         try:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(2):
                     self()
@@ -83,6 +83,7 @@ class _Step:
             warnings.warn(f"fastdiff.sampling: CUDA graph capture failed ({type(e).__name__}: {e}); "
                           f"sampling eagerly", RuntimeWarning)
         finally:
+            torch.cuda.current_stream().wait_stream(side)
             for dst, src in saved:
                 dst.copy_(src)
 

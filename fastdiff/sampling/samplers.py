@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Union
 
 import numpy as np
@@ -308,7 +309,7 @@ class FlowEuler:
 
 SAMPLERS = {
     "ddpm": DDPM, "ddim": DDIM, "euler": Euler, "euler_a": EulerAncestral, "heun": Heun,
-    "dpmpp_2m": DPMSolverPP2M, "dpmpp_2m_karras": lambda: DPMSolverPP2M(karras=True),
+    "dpmpp_2m": DPMSolverPP2M, "dpmpp_2m_karras": partial(DPMSolverPP2M, karras=True),
     "lcm": LCM, "flow_euler": FlowEuler,
 }
 

@@ -113,3 +113,20 @@ def test_forward_process_closed_form_matches_the_chain():
         resid = draw - math.sqrt(ab) * x0
         assert abs(resid.mean().item()) < 5 * math.sqrt((1 - ab) / 20000)
         assert abs(resid.var().item() / (1 - ab) - 1) < 5 * math.sqrt(2 / 20000)
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction", "sample", "flow"])
+@pytest.mark.parametrize("frame", ["vp", "sigma", "flow"])
+def test_data_prediction_recovers_x0(prediction, frame):
+    """d = p x + q m is x0 for x = alpha x0 + sigma eps in every frame and prediction type."""
+    from fastdiff.sampling import data_prediction
+
+    x0, eps = torch.randn(50, dtype=F64) + 0.5, torch.randn(50, dtype=F64)
+    for u in torch.rand(5, dtype=F64) * 0.98 + 0.01:
+        alpha, sigma = {"vp": (u.sqrt(), (1 - u).sqrt()), "sigma": (1.0, 20 * u), "flow": (1 - u, u)}[frame]
+        alpha, sigma = float(alpha), float(sigma)
+        x = alpha * x0 + sigma * eps
+        r = math.sqrt(alpha ** 2 + sigma ** 2)
+        m = {"epsilon": eps, "v_prediction": (alpha * eps - sigma * x0) / r, "sample": x0, "flow": eps - x0}[prediction]
+        p, q = data_prediction(prediction, alpha, sigma)
+        assert torch.allclose(p * x + q * m, x0, rtol=0, atol=1e-12)
