@@ -50,8 +50,9 @@ def build(model: str, device="cuda", dtype=torch.float16, tiny=False):
                         up_block_types=("UpDecoderBlock2D",) * len(vae_channels), block_out_channels=vae_channels,
                         layers_per_block=1 if tiny else 2, latent_channels=4, norm_num_groups=32)
     if model == "sd15":
-        net = (UNet2DConditionModel(block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
+        net = (UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=1,
+                                    down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+                                    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
                                     cross_attention_dim=32, attention_head_dim=8, norm_num_groups=32)
                if tiny else UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8))
         size, ctx_dim = (8 if tiny else 64), (32 if tiny else 768)
@@ -131,7 +132,8 @@ class Runner:
 
             self.schedule, self.plan = fastdiff_plan(self.sampler, self.sched_config, self.steps)
             self.pipe = Pipeline(self.denoise, self.schedule, vae=self.vae)
-            self.decode = self.pipe.decode
+            own_vae = impl == "fastdiff models + pipeline"
+            self.decode = self.pipe.decode if own_vae else (lambda z: decode(self.vae, z))
         else:
             self.decode = lambda z: decode(self.vae, z)
 
@@ -163,7 +165,8 @@ class Runner:
 
             coeffs = self.plan.coeffs[1].to(self.device, torch.float32)
             prev = torch.zeros_like(x) if self.plan.uses_prev else None
-            step = time_ms(lambda x, o: ops.sampler_step(x, o, coeffs, guidance_scale=self.scale, prev=prev), [(x, out)])
+            step = time_ms(lambda x, o: ops.sampler_step(x, o, coeffs, guidance_scale=self.scale, prev=prev),
+                           [(x, out)])
         else:
             sched = diffusers_scheduler(self.sampler, self.sched_config)
             sched.set_timesteps(self.steps, device=self.device)

@@ -16,7 +16,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-label", type=int, default=0, help="the class of a class-conditional model")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="default: the model's")
     p.add_argument("--steps", type=int, default=None, help="sampler steps; default: the model's")
-    p.add_argument("--cfg", type=float, default=None, help="guidance scale (1 turns guidance off); default: the model's")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="guidance scale (1 turns guidance off); default: the model's")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial noise and every noise draw")
     p.add_argument("--n", type=int, default=4, help="number of images")
     p.add_argument("--out", default="samples.png", help="PNG path of the image grid")

@@ -98,7 +98,9 @@ class Pipeline:
     """Samples from any fastdiff model: `denoise(x_in, t, *cond)` with a schedule and the model's
     prediction type ('epsilon', 'v_prediction', 'sample' or 'flow'); `vae` decodes latents.
 
-    cuda_graph: capture each evaluation in a CUDA graph on CUDA devices (eager elsewhere).
+    cuda_graph: capture each evaluation in a CUDA graph on CUDA devices (eager elsewhere). A graph
+    reads the parameters it was captured with: change weights in place (load_state_dict, a merged
+    LoRA); a model moved or rebuilt needs a new Pipeline.
     """
 
     def __init__(self, denoise: Denoise, schedule, *, prediction_type: str = "epsilon", vae=None,

@@ -33,12 +33,11 @@ PREDICTION_TYPES = ("epsilon", "v_prediction", "sample", "flow")
 @dataclass(frozen=True)
 class Plan:
     """One row per model evaluation: t (n,), scale_in (n,) and coeffs (n, 6) = (p, q, a, b, c, e),
-    all float64; x_T = init_sigma * N(0, I). `steps` counts sampler steps (Heun evaluates twice)."""
+    all float64; x_T = init_sigma * N(0, I). Heun evaluates twice per step, the others once."""
     t: torch.Tensor
     scale_in: torch.Tensor
     coeffs: torch.Tensor
     init_sigma: float
-    steps: int
 
     def __len__(self) -> int:
         return self.coeffs.shape[0]
@@ -77,14 +76,14 @@ def first_order(alpha: float, sigma: float, alpha_next: float, sigma_next: float
     return a, alpha_next - a * alpha
 
 
-def _plan(rows: list, init_sigma: float, steps: int, name: str) -> Plan:
+def _plan(rows: list, init_sigma: float, name: str) -> Plan:
     table = torch.tensor(rows, dtype=F64).reshape(-1, 8)
     if not torch.isfinite(table).all():
         bad = int((~torch.isfinite(table)).any(1).nonzero()[0])
         raise ValueError(f"fastdiff.sampling.{name}: non-finite coefficients at evaluation {bad}: "
                          f"{table[bad].tolist()} (t, scale_in, p, q, a, b, c, e)")
     return Plan(t=table[:, 0], scale_in=table[:, 1], coeffs=table[:, 2:].contiguous(),
-                init_sigma=init_sigma, steps=steps)
+                init_sigma=init_sigma)
 
 
 def _need(schedule, kind, name):
@@ -125,7 +124,7 @@ class DDPM:
             var = max((1 - ab_prev) / (1 - ab) * beta, 1e-20) if self.variance == "fixed_small" else beta
             e = math.sqrt(var) if t > 0 else 0.0
             rows.append((t, 1.0, *data_prediction(prediction_type, alpha, sigma), a, b, 0.0, e))
-        return _plan(rows, 1.0, steps, "DDPM")
+        return _plan(rows, 1.0, "DDPM")
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,7 @@ class DDIM:
             k = math.sqrt(1 - ab_prev - std * std)  # weight of the predicted eps
             rows.append((t, 1.0, *data_prediction(prediction_type, alpha, sigma),
                          k / sigma, math.sqrt(ab_prev) - k * alpha / sigma, 0.0, std))
-        return _plan(rows, 1.0, steps, "DDIM")
+        return _plan(rows, 1.0, "DDIM")
 
 
 @dataclass(frozen=True)
@@ -180,7 +179,7 @@ class LCM:
             else:
                 b, e = 1.0, 0.0
             rows.append((t, 1.0, c_out * p + c_skip, c_out * q, 0.0, b, 0.0, e))
-        return _plan(rows, 1.0, steps, "LCM")
+        return _plan(rows, 1.0, "LCM")
 
 
 def _sigma_grid(schedule: NoiseSchedule, steps: int, spacing: str, steps_offset: int, karras: bool):
@@ -212,7 +211,7 @@ class Euler(_SigmaSampler):
         s, ts = _sigma_grid(schedule, steps, self.spacing, self.steps_offset, self.karras)
         rows = [self._row(schedule, ts[i], s[i], prediction_type, *first_order(1.0, s[i], 1.0, s[i + 1]))
                 for i in range(steps)]
-        return _plan(rows, math.sqrt(1 + s[0] ** 2), steps, "Euler")
+        return _plan(rows, math.sqrt(1 + s[0] ** 2), "Euler")
 
 
 class EulerAncestral(_SigmaSampler):
@@ -227,7 +226,7 @@ class EulerAncestral(_SigmaSampler):
             down = math.sqrt(s[i + 1] ** 2 - up * up)
             rows.append(self._row(schedule, ts[i], s[i], prediction_type, *first_order(1.0, s[i], 1.0, down),
                                   e=up))
-        return _plan(rows, math.sqrt(1 + s[0] ** 2), steps, "EulerAncestral")
+        return _plan(rows, math.sqrt(1 + s[0] ** 2), "EulerAncestral")
 
 
 class Heun(_SigmaSampler):
@@ -246,7 +245,7 @@ class Heun(_SigmaSampler):
             if s[i + 1] > 0:
                 k = (s[i + 1] - s[i]) / (2 * s[i + 1])
                 rows.append(self._row(schedule, ts[i + 1], s[i + 1], prediction_type, 1.0, -k, k))
-        return _plan(rows, math.sqrt(1 + s[0] ** 2), steps, "Heun")
+        return _plan(rows, math.sqrt(1 + s[0] ** 2), "Heun")
 
 
 @dataclass(frozen=True)
@@ -283,7 +282,7 @@ class DPMSolverPP2M:
                 phi = alpha[i + 1] * math.expm1(-h)
                 b, c = -phi * (1 + 0.5 / r0), 0.5 * phi / r0
             rows.append((t[i].item(), 1.0, p, q, a, b, c, 0.0))
-        return _plan(rows, 1.0, steps, "DPMSolverPP2M")
+        return _plan(rows, 1.0, "DPMSolverPP2M")
 
 
 @dataclass(frozen=True)
@@ -304,7 +303,7 @@ class FlowEuler:
                 abce = (*first_order(alpha, sigma, alpha_n, sigma_n), 0.0, 0.0)
             rows.append((s[i] * schedule.num_train_timesteps, schedule.input_scale(alpha, sigma),
                          *data_prediction(prediction_type, alpha, sigma), *abce))
-        return _plan(rows, 1.0, steps, "FlowEuler")
+        return _plan(rows, 1.0, "FlowEuler")
 
 
 SAMPLERS = {
