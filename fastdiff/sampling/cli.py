@@ -33,17 +33,19 @@ def _fail(message: str) -> int:
 
 
 def load_model(name, device):
-    """The SamplingModel for --model: a checkpoint directory through fastdiff.models.from_pretrained,
-    else the built-in model, fastdiff.training.default.default_model(name, device=...) with name
-    None, 'unet' or 'dit', imported only here."""
-    import os
+    """The SamplingModel for --model: a checkpoint directory through fastdiff.models.from_pretrained
+    (with its VAE from the vae/ subdirectory when there is one), else the built-in model,
+    fastdiff.training.default.default_model(name, device=...) with name None, 'unet' or 'dit'."""
+    from pathlib import Path
 
     from .model import SamplingModel
 
-    if name is not None and os.path.isdir(name):
-        model = importlib.import_module("fastdiff.models").from_pretrained(name).to(device).eval()
+    if name is not None and Path(name).is_dir():
+        models = importlib.import_module("fastdiff.models")
+        model = models.from_pretrained(name).to(device).eval()
+        vae = models.from_pretrained(Path(name) / "vae").to(device).eval() if (Path(name) / "vae").is_dir() else None
         if hasattr(model.config, "num_classes"):
-            return SamplingModel.from_dit(model)
+            return SamplingModel.from_dit(model, vae)
         raise ValueError(f"{name} holds a text-conditioned model: sample it through the Python API, "
                          "SamplingModel.from_unet(unet, encode_prompt, vae), which needs its text encoder")
     default = importlib.import_module("fastdiff.training.default")

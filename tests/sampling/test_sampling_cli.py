@@ -45,3 +45,31 @@ def test_sample_without_a_default_model(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "fastdiff.training.default", None)
     assert cli.main(["sample", "--device", "cpu"]) == 2
     assert "pass --model with a checkpoint directory" in capsys.readouterr().err
+
+
+class TinyDiT(torch.nn.Module):
+    """A stand-in class-conditional pixel DiT with a learned-sigma output (2x the input channels)."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = types.SimpleNamespace(in_channels=3, input_size=8, num_classes=10)
+        self.embed = torch.nn.Embedding(11, 3)
+        self.conv = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.labels = []
+
+    def forward(self, x, t, y):
+        self.labels.append(y.tolist())
+        return self.conv(x) + self.embed(y).repeat(1, 2)[:, :, None, None] * torch.cos(t / 500)[:, None, None, None]
+
+
+def test_sample_from_a_checkpoint_directory(tmp_path, monkeypatch):
+    dit = TinyDiT()
+    loaded = []
+    monkeypatch.setitem(sys.modules, "fastdiff.models",
+                        types.SimpleNamespace(from_pretrained=lambda path: loaded.append(str(path)) or dit))
+    out = tmp_path / "dit.png"
+    assert cli.main(["sample", "--model", str(tmp_path), "--class-label", "7", "--n", "2", "--steps", "3",
+                     "--device", "cpu", "--out", str(out), "--quiet"]) == 0
+    assert loaded == [str(tmp_path)] and dit.labels == [[10, 10, 7, 7]] * 3  # null class, then the label
+    with Image.open(out) as im:
+        assert im.size == (16, 8)
