@@ -112,6 +112,11 @@ class Pipeline:
         self.vae, self.cuda_graph = vae, cuda_graph
         self._steps: dict = {}
 
+    @property
+    def captured_graphs(self) -> int:
+        """How many run shapes replay a CUDA graph (0: every run so far was eager)."""
+        return sum(step.graph is not None for step in self._steps.values())
+
     def _step_for(self, x, cond, guidance_scale, plan: Plan) -> _Step:
         key = (tuple(x.shape), x.dtype, x.device, guidance_scale, plan.uses_prev, any(plan.noisy),
                tuple(None if c is None else (tuple(c.shape), c.dtype) for c in cond))
