@@ -22,8 +22,9 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 def find_nvcc():
     home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    for cand in ([os.path.join(home, "bin", "nvcc")] if home else []) + [shutil.which("nvcc"),
-                                                                      "/usr/local/cuda/bin/nvcc"]:
+    # The toolkit's own nvcc first: one on PATH may be a wrapper script outside the toolkit.
+    for cand in ([os.path.join(home, "bin", "nvcc")] if home else []) + ["/usr/local/cuda/bin/nvcc",
+                                                                      shutil.which("nvcc")]:
         if cand and os.path.exists(cand):
             return os.path.realpath(cand)
     return None
@@ -71,7 +72,7 @@ rule cxx
 rule ar
   command = rm -f $out && ar rcs $out $in
 rule link
-  command = {cxx} -shared $in -o $out -L{cuda_home}/lib64 -L{cuda_home}/lib64/stubs -lcudart_static -ldl -lrt -lpthread
+  command = {cxx} -shared $in -o $out -L{cuda_home}/lib64 -L{cuda_home}/lib -lcudart_static -ldl -lrt -lpthread
 """
         lines = [rules]
         objs = []

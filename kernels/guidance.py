@@ -7,6 +7,8 @@ import torch
 import triton
 import triton.language as tl
 
+from fastdiff._layout import dense_like
+
 _BLOCK = 2048
 
 
@@ -48,27 +50,12 @@ def _sampler_step_kernel(x_ptr, m_ptr, prev_ptr, noise_ptr, xn_ptr, d_ptr, coeff
     tl.store(d_ptr + offs, d.to(d_ptr.dtype.element_ty), mask=mask)
 
 
-def _format(t: torch.Tensor):
-    """The memory format in which t is dense, or None."""
-    if t.is_contiguous():
-        return torch.contiguous_format
-    if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return None
-
-
-def _dense(ref: torch.Tensor, *ts):
-    """ref made dense, and every other tensor laid out like it, so flat offsets line up."""
-    fmt = _format(ref) or torch.contiguous_format
-    return fmt, [None if t is None else t.contiguous(memory_format=fmt) for t in (ref,) + ts]
-
-
 def _grid(n):
     return (triton.cdiv(n, _BLOCK),)
 
 
 def cfg_combine(out_uncond, out_cond, scale):
-    fmt, (c, u) = _dense(out_cond, out_uncond)
+    fmt, (c, u) = dense_like(out_cond, out_uncond)
     out = torch.empty_like(c, memory_format=fmt)
     if c.numel():
         _cfg_combine_kernel[_grid(c.numel())](u, c, out, c.numel(), float(scale), BLOCK=_BLOCK)
@@ -76,7 +63,7 @@ def cfg_combine(out_uncond, out_cond, scale):
 
 
 def sampler_step(x, model_out, coeffs, *, guidance_scale=None, prev=None, noise=None):
-    fmt, (x, prev, noise) = _dense(x, prev, noise)
+    fmt, (x, prev, noise) = dense_like(x, prev, noise)
     # [uncond; cond] stacked on the batch axis is two dense halves in either layout.
     m = model_out.contiguous(memory_format=fmt)
     n = x.numel()
