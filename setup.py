@@ -109,6 +109,8 @@ def cuda_extensions():
 setup(
     packages=find_packages(include=["fastdiff", "fastdiff.*"]) + ["fastdiff._triton"],
     package_dir={"fastdiff": "fastdiff", "fastdiff._triton": "kernels"},
+    # The built-in default models ship with the package.
+    package_data={"fastdiff.training": ["weights/*.safetensors", "weights/*.csv", "weights/*.json"]},
     ext_modules=cuda_extensions(),
     cmdclass={"build_ext": BuildCuda},
 )
