@@ -1,0 +1,85 @@
+"""Timing and reporting shared by the benchmark scripts.
+
+Times are medians of triton.testing.do_bench (CUDA events, after warm-up), rotating among enough
+input sets that they do not fit in L2 together, so no call reads its inputs from cache.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import torch
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+L2_BYTES = 50 * 2**20  # H100; rotation only needs an upper bound
+
+
+def require_gpu() -> None:
+    if not torch.cuda.is_available():
+        print(f"{pathlib.Path(sys.argv[0]).name}: needs a CUDA GPU; nothing measured")
+        sys.exit(0)
+
+
+def rotations(nbytes_per_call: int) -> int:
+    """How many input sets make the rotation larger than twice the L2 cache."""
+    return max(1, math.ceil(2 * L2_BYTES / max(1, nbytes_per_call)))
+
+
+def time_ms(fn, inputs: list[tuple], warmup_ms: int = 25, rep_ms: int = 100) -> float:
+    """Median ms of fn(*inputs[i]) with i cycling through the input sets."""
+    import triton.testing
+
+    state = {"i": 0}
+
+    def call():
+        args = inputs[state["i"] % len(inputs)]
+        state["i"] += 1
+        return fn(*args)
+
+    call()  # compile / load before the warm-up is timed
+    torch.cuda.synchronize()
+    return triton.testing.do_bench(call, warmup=warmup_ms, rep=rep_ms, return_mode="median")
+
+
+def copy_bandwidth() -> float:
+    """Measured device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
+    src = torch.empty(2**28, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), [()])
+    return 2 * src.numel() / (ms * 1e-3)
+
+
+def env_info() -> dict:
+    import fastdiff
+
+    try:
+        import triton
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    cuda = torch.cuda.is_available()
+    return {"device": torch.cuda.get_device_name() if cuda else "cpu",
+            "capability": ".".join(map(str, torch.cuda.get_device_capability())) if cuda else None,
+            "torch": torch.__version__, "triton": triton_version, "fastdiff": fastdiff.__version__,
+            "commit": commit}
+
+
+def report(name: str, rows: list[dict], columns: list[str]) -> None:
+    """Print rows as an aligned table and save them with env_info() as results/<name>.json."""
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for r in rows:
+        print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
+    out = ROOT / "results"
+    os.makedirs(out, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"env": env_info(), "rows": rows}, indent=1))
+    print(f"saved {out / (name + '.json')}")
