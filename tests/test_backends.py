@@ -20,7 +20,7 @@ def test_auto_on_cpu_takes_the_reference():
 
 
 def test_forced_backend_lists_every_reason(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(backends, "_triton_interpret", lambda: False)  # keep the kernels interpreted
     with ops.use_backend("triton"):
         with pytest.raises(backends.BackendUnavailable) as err:
             backends.select("attention", _inputs(dtype=torch.float64, head_dim=512))
@@ -51,7 +51,7 @@ def test_env_var_and_context_manager(monkeypatch):
 
 
 def test_forced_backend_error_reaches_the_caller(monkeypatch):
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(backends, "_triton_interpret", lambda: False)  # keep the kernels interpreted
     x = torch.randn(1, 4, 8, 8, dtype=torch.float64)
     with ops.use_backend("triton"), pytest.raises(backends.BackendUnavailable, match="float64"):
         ops.sampler_step(x, x, (1, 0, 1, 0, 0, 0))
@@ -79,3 +79,11 @@ def test_autograd_runs_the_differentiable_reference():
     y = ops.group_norm(x, 4, silu=True)
     y.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_a_backend_without_the_launcher_says_so(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    backends._launcher_error.cache_clear()
+    monkeypatch.setitem(backends.BACKENDS["triton"].ops, "conv", backends.OpSupport(frozenset({torch.float32})))
+    reasons = backends.BACKENDS["triton"].not_supported_reasons("conv", _inputs(dtype=torch.float32))
+    assert reasons == ["fastdiff._triton has no conv launcher"]
