@@ -13,6 +13,11 @@ def dense_format(t: torch.Tensor):
     return None
 
 
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Dense in channels_last only (a tensor dense in both layouts counts as NCHW)."""
+    return dense_format(t) is torch.channels_last
+
+
 def dense_like(ref: torch.Tensor, *ts):
     """ref made dense and every other tensor laid out like it, so flat offsets line up.
 

@@ -6,16 +6,12 @@ from typing import Optional
 import torch
 
 from .. import backends, reference
+from .._layout import is_channels_last
 from ._common import check_float, check_match, check_tensor, launcher, needs_autograd
 
 
-def _channels_last(x: torch.Tensor) -> bool:
-    # A tensor that is both (e.g. C == 1 or 1x1 spatial) counts as NCHW.
-    return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-
-
 def _inputs(x: torch.Tensor) -> backends.Inputs:
-    return backends.Inputs(x.device, x.dtype, channels_last=_channels_last(x))
+    return backends.Inputs(x.device, x.dtype, channels_last=is_channels_last(x))
 
 
 @torch.library.custom_op("fastdiff::group_norm", mutates_args=())
@@ -26,7 +22,7 @@ def _group_norm_op(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tens
 
 @_group_norm_op.register_fake
 def _(x, num_groups, weight, bias, eps, silu):
-    fmt = torch.channels_last if _channels_last(x) else torch.contiguous_format
+    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
     return torch.empty_like(x, memory_format=fmt)
 
 

@@ -14,13 +14,12 @@ from typing import Optional, Sequence, Union
 import torch
 
 from .. import backends, reference
+from .._layout import is_channels_last
 from ._common import check_float, check_match, check_tensor, launcher, needs_autograd
 
 
 def _inputs(t: torch.Tensor) -> backends.Inputs:
-    return backends.Inputs(t.device, t.dtype,
-                           channels_last=t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last)
-                           and not t.is_contiguous())
+    return backends.Inputs(t.device, t.dtype, channels_last=is_channels_last(t))
 
 
 # --- cfg_combine -------------------------------------------------------------------------------
