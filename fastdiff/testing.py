@@ -87,3 +87,21 @@ def has_gpu() -> bool:
 
 def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def assert_like(out: torch.Tensor, x: torch.Tensor, *, channels_last: bool = False) -> None:
+    """out has x's shape and dtype, and the channels_last layout when asked."""
+    assert out.dtype == x.dtype and out.shape == x.shape, f"{out.dtype} {tuple(out.shape)} vs {x.dtype} {tuple(x.shape)}"
+    if channels_last:
+        assert out.is_contiguous(memory_format=torch.channels_last), "channels_last input, output not channels_last"
+
+
+def skip_unless_backend(name: str, op: str, inputs) -> None:
+    """Skip the calling test when backend `name` cannot run `op` on `inputs` (a backends.Inputs)."""
+    import pytest
+
+    from . import backends
+
+    reasons = backends.BACKENDS[name].not_supported_reasons(op, inputs)
+    if reasons:
+        pytest.skip("; ".join(reasons))

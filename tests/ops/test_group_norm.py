@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fastdiff import backends, ops, reference
-from fastdiff.testing import assert_numerics, randn, strided, to64
+from fastdiff.testing import assert_like, assert_numerics, randn, skip_unless_backend, strided, to64
 
 KERNEL_BACKENDS = ["triton", "cuda"]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -38,10 +38,7 @@ def _check(backend, shape, groups, dtype, layout="contiguous", silu=True, affine
     x = randn(shape, dtype, DEVICE, mean=mean, channels_last=layout == "channels_last")
     if layout == "strided":
         x = strided(x, 0)
-    inputs = backends.Inputs(x.device, x.dtype, channels_last=layout == "channels_last")
-    reasons = backends.BACKENDS[backend].not_supported_reasons("group_norm", inputs)
-    if reasons:
-        pytest.skip("; ".join(reasons))
+    skip_unless_backend(backend, "group_norm", backends.Inputs(x.device, x.dtype, channels_last=layout == "channels_last"))
     c = shape[1]
     w, b = (randn((c,), torch.float32, DEVICE), randn((c,), torch.float32, DEVICE)) if affine else (None, None)
     with ops.use_backend(backend):
@@ -49,9 +46,7 @@ def _check(backend, shape, groups, dtype, layout="contiguous", silu=True, affine
     assert_numerics(got, reference.group_norm(x, groups, w, b, 1e-5, silu=silu),
                     reference.group_norm(to64(x), groups, to64(w), to64(b), 1e-5, silu=silu),
                     name=f"group_norm[{backend}]")
-    assert got.dtype == x.dtype and got.shape == x.shape
-    if layout == "channels_last":
-        assert got.is_contiguous(memory_format=torch.channels_last)
+    assert_like(got, x, channels_last=layout == "channels_last")
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)

@@ -3,9 +3,8 @@ kernel backend against the reference by the numerics rule."""
 import pytest
 import torch
 
-import fastdiff
 from fastdiff import backends, ops, reference
-from fastdiff.testing import assert_numerics, randn, strided, to64
+from fastdiff.testing import assert_like, assert_numerics, randn, skip_unless_backend, strided, to64
 
 KERNEL_BACKENDS = ["triton", "cuda"]
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -14,10 +13,7 @@ SHAPES = [(1, 4, 9, 7), (2, 4, 64, 64), (3, 5, 1, 33), (1, 4, 64)]
 
 
 def _backend_or_skip(name, op, x):
-    reasons = backends.BACKENDS[name].not_supported_reasons(op, backends.Inputs(x.device, x.dtype))
-    if reasons:
-        pytest.skip("; ".join(reasons))
-    return name
+    skip_unless_backend(name, op, backends.Inputs(x.device, x.dtype))
 
 
 def naive_sampler_step(x, m, coeffs, s, prev, noise):
@@ -108,9 +104,7 @@ def _check_sampler_step(backend, dtype, shape, layout, guided, extras, coeff_ten
     ref64 = reference.sampler_step(*to64(x, m), coeffs, guidance_scale=s, prev=to64(prev), noise=to64(noise))
     assert_numerics(got, baseline, ref64, name=f"sampler_step[{backend}]")
     for out in got:
-        assert out.dtype == x.dtype and out.shape == x.shape
-        if layout == "channels_last":
-            assert out.is_contiguous(memory_format=torch.channels_last)
+        assert_like(out, x, channels_last=layout == "channels_last")
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
