@@ -1,0 +1,83 @@
+"""Triton attention forward in the FlashAttention style: online softmax in fp32 (exp2 with log2(e)
+folded into the scale), no Sq x Sk matrix in memory.
+
+q, k, v are read through their (batch, sequence, head) strides, so views of one fused QKV tensor
+need no copy; the head dim is padded to a power of two inside the kernel by masking. A short key
+sequence (cross-attention, e.g. 77 tokens) is covered by one key block: one pass, exact softmax.
+"""
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+_LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, H, SQ, SK, D, qk_scale,
+                      s_qb, s_qs, s_qh, s_kb, s_ks, s_kh, s_vb, s_vs, s_vh, s_ob, s_os, s_oh,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+                      IEEE: tl.constexpr):
+    bh = tl.program_id(1)
+    b, h = bh // H, bh % H
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.arange(0, BLOCK_D)
+    dmask = cols < D
+    keys = tl.arange(0, BLOCK_N)
+    q_base = q_ptr + b.to(tl.int64) * s_qb + h.to(tl.int64) * s_qh
+    k_base = k_ptr + b.to(tl.int64) * s_kb + h.to(tl.int64) * s_kh
+    v_base = v_ptr + b.to(tl.int64) * s_vb + h.to(tl.int64) * s_vh
+    q = tl.load(q_base + rows.to(tl.int64)[:, None] * s_qs + cols[None, :],
+                mask=(rows < SQ)[:, None] & dmask[None, :], other=0.0)
+
+    m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
+    l_i = tl.zeros((BLOCK_M,), tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
+    for start in range(0, SK, BLOCK_N):
+        n = start + keys
+        kv_mask = (n < SK)[:, None] & dmask[None, :]
+        k = tl.load(k_base + n.to(tl.int64)[:, None] * s_ks + cols[None, :], mask=kv_mask, other=0.0)
+        if IEEE:
+            s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        else:
+            s = tl.dot(q, tl.trans(k))
+        s = tl.where((n < SK)[None, :], s * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + n.to(tl.int64)[:, None] * s_vs + cols[None, :], mask=kv_mask, other=0.0)
+        if IEEE:
+            acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+    out = acc / l_i[:, None]
+    o_base = o_ptr + b.to(tl.int64) * s_ob + h.to(tl.int64) * s_oh
+    tl.store(o_base + rows.to(tl.int64)[:, None] * s_os + cols[None, :], out.to(o_ptr.dtype.element_ty),
+             mask=(rows < SQ)[:, None] & dmask[None, :])
+
+
+def _config(head_dim: int, seq_k: int):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages): starting points for sm_80/sm_90, to be tuned on
+    a GPU. Up to 128 keys fit one block, so cross-attention takes a single pass."""
+    block_d = triton.next_power_of_2(head_dim)
+    block_n = triton.next_power_of_2(seq_k) if seq_k <= 128 else (64 if block_d <= 128 else 32)
+    block_m = 128 if block_d <= 128 else 64
+    return block_m, max(16, block_n), 8 if block_d >= 128 else 4, 3 if block_d <= 64 else 2
+
+
+def attention(q, k, v, *, scale=None):
+    b, sq, h, d = q.shape
+    sk = k.shape[1]
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
+    o = torch.empty((b, sq, h, d), dtype=q.dtype, device=q.device)
+    block_m, block_n, warps, stages = _config(d, sk)
+    grid = (triton.cdiv(sq, block_m), b * h)
+    _attention_kernel[grid](q, k, v, o, h, sq, sk, d, float(scale) * _LOG2E,
+                            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+                            v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
+                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(d)),
+                            IEEE=q.dtype == torch.float32, num_warps=warps, num_stages=stages)
+    return o

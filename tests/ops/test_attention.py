@@ -1,0 +1,68 @@
+"""attention: the reference against a naive float64 softmax(q k^T s) v, and every kernel backend
+against the reference by the numerics rule, on strided views of one fused QKV tensor."""
+import math
+
+import pytest
+import torch
+
+from fastdiff import backends, ops, reference
+from fastdiff.testing import assert_numerics, fused_qkv, randn, skip_unless_backend, to64
+
+KERNEL_BACKENDS = ["triton", "cuda"]
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def naive_attention(q, k, v, scale):
+    s = torch.einsum("bqhd,bkhd->bhqk", q, k) * scale
+    return torch.einsum("bhqk,bkhd->bqhd", torch.softmax(s, -1), v)
+
+
+@pytest.mark.parametrize("sq, sk, d", [(17, 17, 40), (9, 77, 72)])
+def test_reference_matches_naive(sq, sk, d):
+    q, k, v = randn((2, sq, 3, d), torch.float64), randn((2, sk, 3, d), torch.float64), randn((2, sk, 3, d), torch.float64)
+    torch.testing.assert_close(reference.attention(q, k, v, scale=0.3), naive_attention(q, k, v, 0.3),
+                               rtol=1e-12, atol=1e-12)
+
+
+def _check(backend, b, sq, sk, h, d, dtype, scale=None):
+    if sq == sk:  # self-attention: q, k, v are views of one fused QKV projection
+        q, k, v = fused_qkv(b, sq, h, d, dtype, DEVICE)
+    else:  # cross-attention: q alone, k and v views of one fused KV projection
+        q = randn((b, sq, h, d), dtype, DEVICE, mean=0.3)
+        _, k, v = fused_qkv(b, sk, h, d, dtype, DEVICE)
+    skip_unless_backend(backend, "attention", backends.Inputs(q.device, q.dtype, head_dim=d, seq_k=sk))
+    with ops.use_backend(backend):
+        got = ops.attention(q, k, v, scale=scale)
+    s = 1 / math.sqrt(d) if scale is None else scale
+    assert_numerics(got, reference.attention(q, k, v, scale=s), reference.attention(*to64(q, k, v), scale=s),
+                    name=f"attention[{backend}]")
+    assert got.shape == q.shape and got.dtype == q.dtype and got.is_contiguous()
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("b, sq, sk, h, d", [
+    (1, 77, 77, 2, 40),      # SD head dim, odd length
+    (2, 129, 129, 1, 72),    # crosses a key and a query block
+    (1, 33, 77, 2, 80),      # cross-attention to 77 text tokens
+    (2, 20, 257, 1, 160),    # long odd key sequence, large head dim
+    (1, 64, 154, 2, 64),
+], ids=str)
+def test_attention(backend, dtype, b, sq, sk, h, d):
+    _check(backend, b, sq, sk, h, d, dtype)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_attention_4097_queries_cross(backend):
+    _check(backend, 1, 4097, 77, 1, 40, torch.float32, scale=0.2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("b, sq, sk, h, d", [
+    (2, 4096, 4096, 8, 40), (2, 4096, 77, 8, 40), (2, 4097, 4097, 10, 64), (2, 1024, 1024, 16, 72),
+    (1, 4608, 4608, 24, 128), (1, 2048, 77, 4, 160), (1, 16384, 16384, 2, 64), (2, 1024, 1024, 4, 256),
+], ids=str)
+def test_attention_full_size_gpu(backend, dtype, b, sq, sk, h, d):
+    _check(backend, b, sq, sk, h, d, dtype)
