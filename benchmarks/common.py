@@ -53,6 +53,13 @@ def copy_bandwidth() -> float:
     return 2 * src.numel() / (ms * 1e-3)
 
 
+def matmul_flops() -> float:
+    """Measured dense fp16 matmul rate in FLOP/s (8192^3), the ceiling for attention."""
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    ms = time_ms(torch.mm, [(a, a)])
+    return 2 * 8192**3 / (ms * 1e-3)
+
+
 def env_info() -> dict:
     import fastdiff
 
