@@ -8,8 +8,6 @@ import sys
 
 COMMANDS = {
     "sample": ("fastdiff.sampling.cli", "sample images from a prompt or class and save a PNG grid"),
-    "train": ("fastdiff.training.cli", "train the small default models on procedural scenes"),
-    "eval": ("fastdiff.training.evaluate", "measure prompt accuracy over CFG scales and samplers"),
 }
 
 
