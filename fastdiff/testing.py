@@ -6,7 +6,6 @@ NaN never passes.
 """
 from __future__ import annotations
 
-import os
 from typing import Optional, Sequence
 
 import torch
@@ -79,14 +78,6 @@ def strided(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
     view = big[(slice(None),) * dim + (slice(None, None, 2),)]
     view.copy_(t)
     return view
-
-
-def has_gpu() -> bool:
-    return torch.cuda.is_available()
-
-
-def triton_interpreted() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def assert_like(out: torch.Tensor, x: torch.Tensor, *, channels_last: bool = False) -> None:
