@@ -3,13 +3,14 @@ so there is no dataset to download and no epoch: a run is a number of steps."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, classifier, data
+from . import checkpoint, classifier, data, tokenizer
 
 
 def loop(name: str, params, loss_fn, steps: int, lr: float, out_dir=None, log_every: int = 50) -> list[float]:
@@ -53,5 +54,104 @@ def train_classifier(steps: int = 1500, batch: int = 128, seed: int = 1, out_dir
         return classifier.loss(model, classifier.augment(data.render(scenes), g), scenes)
 
     losses = loop("classifier", model.parameters(), loss_fn, steps, 3e-3, out_dir)
-    checkpoint.save(model.eval(), "classifier", {"width": width}, out_dir)
-    return model, losses
+    return checkpoint.save(model.eval(), "classifier", {"width": width}, out_dir), losses
+
+
+def schedule():
+    """The forward process of both default models: DDPM's linear betas, whose last step leaves
+    almost no signal (alpha_bar_T = 4e-5), which suits 8x8 latents."""
+    from ..sampling import NoiseSchedule
+
+    return NoiseSchedule.from_betas("linear", 1000, 1e-4, 0.02)
+
+
+def diffusion_loss(denoise, z0: torch.Tensor, cond: tuple, sched, g: torch.Generator) -> torch.Tensor:
+    """The DDPM objective: noise-prediction MSE at a uniform random timestep, noised in closed form."""
+    t = torch.randint(0, sched.num_train_timesteps, (z0.shape[0],), generator=g)
+    noise = torch.randn(z0.shape, generator=g)
+    return torch.nn.functional.mse_loss(denoise(sched.add_noise(z0, noise, t), t, *cond), noise)
+
+
+def caption_dropout(captions: list[str], p: float, g: torch.Generator) -> list[str]:
+    """The empty caption in place of each caption with probability p: the unconditional input
+    that classifier-free guidance needs at sampling time."""
+    drop = (torch.rand(len(captions), generator=g) < p).tolist()
+    return ["" if d else c for d, c in zip(drop, captions)]
+
+
+def config_dict(module) -> dict:
+    """A model's frozen-dataclass config as the dict stored with its weights."""
+    return dataclasses.asdict(module.config)
+
+
+def encode(vae, images: torch.Tensor, g: torch.Generator | None = None) -> torch.Tensor:
+    """Scaled latents of images: the posterior mean, or a draw from it when g is given.
+    vae.encode(x) returns the posterior's (mean, logvar)."""
+    mean, logvar = vae.encode(images)
+    z = mean if g is None else mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=g)
+    return z * vae.config.scaling_factor
+
+
+def train_vae(vae, steps: int = 1500, batch: int = 32, seed: int = 0, out_dir=None, kl_weight: float = 1e-3,
+              lr: float = 2e-3):
+    """Reconstruction MSE plus a small KL to N(0, I); then sets config.scaling_factor to 1 / the
+    latents' standard deviation (as Stable Diffusion's 0.18215) so the diffusion models see unit
+    variance."""
+    g = torch.Generator().manual_seed(seed)
+    vae.config = dataclasses.replace(vae.config, scaling_factor=1.0)
+
+    def loss_fn(step):
+        x = data.render(data.random_scenes(batch, g))
+        mean, logvar = vae.encode(x)
+        z = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=g)
+        kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar).sum() / x.numel()
+        return torch.nn.functional.mse_loss(vae.decode(z), x) + kl_weight * kl
+
+    losses = loop("vae", vae.parameters(), loss_fn, steps, lr, out_dir)
+    vae.eval()
+    with torch.no_grad():
+        std = encode(vae, data.render(data.random_scenes(1024, g))).std().item()
+    vae.config = dataclasses.replace(vae.config, scaling_factor=1.0 / std)
+    return checkpoint.save(vae, "vae", config_dict(vae), out_dir), losses
+
+
+def train_unet(unet, text_encoder, vae, steps: int = 1500, batch: int = 64, seed: int = 0, out_dir=None,
+               p_uncond: float = 0.1, lr: float = 1e-3):
+    """The latent U-Net and its text encoder together, through the diffusion loss, on frozen VAE
+    latents, with caption dropout p_uncond."""
+    g, sched = torch.Generator().manual_seed(seed), schedule()
+    vae.eval().requires_grad_(False)
+
+    def loss_fn(step):
+        scenes = data.random_scenes(batch, g)
+        captions = caption_dropout(data.caption(scenes, g), p_uncond, g)
+        with torch.no_grad():
+            z0 = encode(vae, data.render(scenes))
+        context = text_encoder(tokenizer.encode(captions, text_encoder.config.max_len))
+        return diffusion_loss(unet, z0, (context,), sched, g)
+
+    losses = loop("unet", [*unet.parameters(), *text_encoder.parameters()], loss_fn, steps, lr, out_dir)
+    checkpoint.save(text_encoder.eval(), "text_encoder", text_encoder.config.to_dict(), out_dir)
+    return checkpoint.save(unet.eval(), "unet", config_dict(unet), out_dir), losses
+
+
+def train_dit(dit, vae, steps: int = 1500, batch: int = 64, seed: int = 0, out_dir=None, p_uncond: float = 0.1,
+              lr: float = 1e-3):
+    """The DiT conditioned on the (colour, shape) class, label dropout p_uncond to the null class
+    (label num_classes). A learned-sigma output is trained on its noise half only."""
+    g, sched = torch.Generator().manual_seed(seed), schedule()
+    vae.eval().requires_grad_(False)
+    channels, null = dit.config.in_channels, dit.config.num_classes
+
+    def denoise(x, t, y):
+        return dit(x, t, y)[:, :channels]
+
+    def loss_fn(step):
+        scenes = data.random_scenes(batch, g)
+        y = torch.where(torch.rand(batch, generator=g) < p_uncond, null, scenes.label)
+        with torch.no_grad():
+            z0 = encode(vae, data.render(scenes))
+        return diffusion_loss(denoise, z0, (y,), sched, g)
+
+    losses = loop("dit", dit.parameters(), loss_fn, steps, lr, out_dir)
+    return checkpoint.save(dit.eval(), "dit", config_dict(dit), out_dir), losses

@@ -1,0 +1,99 @@
+"""`fastdiff eval`: prompt accuracy of the default models, measured by the shipped attribute
+classifier, over CFG scales and over samplers at their usual step counts; prints the table and
+saves PNG plots."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from . import checkpoint, classifier, data, plots
+from .default import default_model, generate
+
+CFG_SCALES = (1.0, 3.0, 7.5, 12.0, 20.0)
+# (name, sampler, steps): each sampler at its usual step count. The default models are not
+# consistency-distilled, so "lcm" is the LCM few-step schedule run on the plain noise predictor.
+SAMPLER_RUNS = (("DDPM", "ddpm", 1000), ("DDIM", "ddim", 50), ("DDIM", "ddim", 20),
+                ("DPM-Solver++ 2M", "dpmpp_2m", 20), ("Euler", "euler", 30), ("LCM-style", "lcm", 4))
+REFERENCE = ("dpmpp_2m", 20)  # the CFG sweep uses this sampler
+
+
+def prompts(per_class: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Every (colour, shape) pair as "a <colour> <shape>", per_class times."""
+    colour = torch.arange(len(data.COLOURS)).repeat_interleave(len(data.SHAPES)).repeat(per_class)
+    shape = torch.arange(len(data.SHAPES)).repeat(len(data.COLOURS)).repeat(per_class)
+    texts = [f"a {data.COLOUR_NAMES[c]} {data.SHAPES[s]}" for c, s in zip(colour.tolist(), shape.tolist())]
+    return texts, colour, shape
+
+
+def measure(model, judge, per_class: int, sampler: str, steps: int, scale: float, seed: int) -> dict:
+    texts, colour, shape = prompts(per_class)
+    start = time.time()
+    images = generate(model, texts, sampler, steps, scale, seed)
+    seconds = time.time() - start
+    acc_colour, acc_shape, acc = classifier.accuracy(judge, images.cpu(), colour, shape)
+    return {"sampler": sampler, "steps": steps, "cfg": scale, "accuracy": acc, "colour": acc_colour,
+            "shape": acc_shape, "samples": len(texts), "seconds": round(seconds, 2)}
+
+
+def run_all(kind: str, per_class: int, seed: int, device: str, log=print) -> list[dict]:
+    model = default_model(kind, device=device)
+    judge = checkpoint.load(classifier.AttributeClassifier(**checkpoint.config("classifier")), "classifier")
+    rows = []
+    runs = [(REFERENCE[0], REFERENCE[1], s) for s in CFG_SCALES]
+    runs += [(sampler, steps, 7.5) for _, sampler, steps in SAMPLER_RUNS if (sampler, steps) != REFERENCE]
+    for sampler, steps, scale in runs:
+        row = {"model": kind, **measure(model, judge, per_class, sampler, steps, scale, seed)}
+        log(f"{kind:5s} {sampler:9s} steps {steps:4d} cfg {scale:5.1f}: accuracy {row['accuracy']:.3f} "
+            f"({row['seconds']:.1f} s)")
+        rows.append(row)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown tables: accuracy against CFG scale (DPM-Solver++ 20 steps), and against sampler (CFG 7.5)."""
+    kinds = sorted({r["model"] for r in rows}, key=["unet", "dit"].index)
+    get = {(r["model"], r["sampler"], r["steps"], r["cfg"]): r["accuracy"] for r in rows}
+    name = {s: n for n, s, _ in SAMPLER_RUNS}
+    head = "| " + " | ".join(kinds) + " |"
+    lines = [f"| CFG scale (DPM-Solver++ 2M, 20 steps) {head}", "|---" * (len(kinds) + 1) + "|"]
+    for s in CFG_SCALES:
+        lines.append(f"| {s:g} | " + " | ".join(f"{get[(k, *REFERENCE, s)]:.1%}" for k in kinds) + " |")
+    lines += ["", f"| sampler, steps (CFG 7.5) {head}", "|---" * (len(kinds) + 1) + "|"]
+    for n, sampler, steps in SAMPLER_RUNS:
+        lines.append(f"| {n} {steps} | " + " | ".join(f"{get[(k, sampler, steps, 7.5)]:.1%}" for k in kinds) + " |")
+    return "\n".join(lines)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--model", choices=("unet", "dit", "both"), default="both")
+    parser.add_argument("--per-class", type=int, default=4,
+                        help="samples per (colour, shape) prompt; 24 prompts (default: 4)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default="eval", help="folder for results.json, table.md and plots")
+
+
+def run(args) -> int:
+    kinds = ("unet", "dit") if args.model == "both" else (args.model,)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [r for k in kinds for r in run_all(k, args.per_class, args.seed, args.device)]
+    text = table(rows)
+    print(text)
+    (out / "results.json").write_text(json.dumps(rows, indent=1))
+    (out / "table.md").write_text(text + "\n")
+    series = {k: [(s, next(r["accuracy"] for r in rows if r["model"] == k and r["cfg"] == s
+                   and (r["sampler"], r["steps"]) == REFERENCE)) for s in CFG_SCALES] for k in kinds}
+    plots.line_plot(series, "CFG scale", "prompt accuracy", "Accuracy vs CFG (DPM-Solver++ 2M, 20 steps)",
+                    out / "accuracy_vs_cfg.png")
+    by_steps = {f"{k} {n}": [(r["steps"], r["accuracy"]) for r in rows
+                             if r["model"] == k and r["sampler"] == s and r["cfg"] == 7.5]
+                for k in kinds for n, s in {(n, s) for n, s, _ in SAMPLER_RUNS}}
+    plots.line_plot({k: sorted(v) for k, v in sorted(by_steps.items())}, "steps (log)", "prompt accuracy",
+                    "Accuracy vs steps (CFG 7.5)", out / "accuracy_vs_steps.png", log_x=True)
+    print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy_vs_cfg.png'}, "
+          f"{out / 'accuracy_vs_steps.png'}")
+    return 0

@@ -1,0 +1,102 @@
+"""The training loops and the sampling glue, on stand-in models (tests/training/standins.py)."""
+import csv
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+from fastdiff.sampling.images import save_png
+from fastdiff.training import checkpoint, default, evaluate, train
+
+import standins
+
+
+@pytest.fixture
+def models(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fastdiff.models", standins.MODULE)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Stand-ins trained for a few steps into a fresh weights folder, with the shipped classifier."""
+    mp = pytest.MonkeyPatch()
+    mp.setitem(sys.modules, "fastdiff.models", standins.MODULE)
+    out = tmp_path_factory.mktemp("weights")
+    train.train_vae(default.new("vae"), steps=30, batch=16, out_dir=out)
+    vae = default.load("vae", weights_dir=out)
+    train.train_unet(default.new("unet"), default.new_text_encoder(), vae, steps=20, batch=16, out_dir=out)
+    train.train_dit(default.new("dit"), vae, steps=20, batch=16, out_dir=out)
+    checkpoint.save(checkpoint.load(evaluate.classifier.AttributeClassifier(**checkpoint.config("classifier")),
+                                    "classifier"), "classifier", checkpoint.config("classifier"), out)
+    yield out
+    mp.undo()
+
+
+def _fixed_loss(denoise, vae, cond_fn):
+    """The diffusion loss on one fixed batch (scenes, timesteps and noise from a fixed seed)."""
+    g = torch.Generator().manual_seed(1234)
+    scenes = train.data.random_scenes(64, g)
+    with torch.no_grad():
+        z0 = train.encode(vae, train.data.render(scenes))
+        return train.diffusion_loss(denoise, z0, cond_fn(scenes), train.schedule(), g).item()
+
+
+def test_vae_training_reduces_reconstruction_loss(models, tmp_path):
+    vae = default.new("vae")
+    x = train.data.render(train.data.random_scenes(64, torch.Generator().manual_seed(5)))
+    before = torch.nn.functional.mse_loss(vae.decode(vae.encode(x)[0]), x).item()
+    path, losses = train.train_vae(vae, steps=60, batch=32, out_dir=tmp_path, lr=3e-3)
+    with torch.no_grad():
+        after = torch.nn.functional.mse_loss(vae.decode(vae.encode(x)[0]), x).item()
+    assert after < 0.7 * before, (before, after)
+    assert path.exists() and vae.config.scaling_factor != 1.0
+    with open(tmp_path / "vae_loss.csv") as f:
+        assert len(list(csv.reader(f))) == 1 + 60 // 50 + 1
+
+
+def test_unet_and_dit_training_reduce_the_diffusion_loss(models, trained, tmp_path):
+    vae = default.load("vae", weights_dir=trained)
+    unet, text = default.new("unet"), default.new_text_encoder()
+
+    def unet_cond(scenes):
+        return (text(train.tokenizer.encode(train.data.caption(scenes))),)
+
+    before = _fixed_loss(unet, vae, unet_cond)
+    train.train_unet(unet, text, vae, steps=60, batch=32, out_dir=tmp_path)
+    assert _fixed_loss(unet, vae, unet_cond) < 0.8 * before
+
+    dit = default.new("dit")
+    before = _fixed_loss(dit, vae, lambda s: (s.label,))
+    train.train_dit(dit, vae, steps=60, batch=32, out_dir=tmp_path)
+    assert _fixed_loss(dit, vae, lambda s: (s.label,)) < 0.8 * before
+
+
+def test_caption_dropout_rate():
+    captions = train.caption_dropout(["a red circle"] * 4000, 0.1, torch.Generator().manual_seed(0))
+    assert 0.08 < captions.count("") / 4000 < 0.12 and set(captions) == {"", "a red circle"}
+
+
+def test_default_models_write_a_png(models, trained, tmp_path):
+    for name in default.NAMES:
+        model = default.default_model(name, weights_dir=trained)
+        images = default.generate(model, ["a red circle", "a blue square"], "dpmpp_2m", 4, 7.5)
+        assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
+        path = save_png(images, tmp_path / f"{name}.png")
+        with Image.open(path) as im:
+            assert im.size == (64, 32)
+    assert default.label("a small purple diamond at the top") == 5 * 4 + 3
+    with pytest.raises(ValueError, match="colour"):
+        default.label("a circle")
+
+
+def test_eval_writes_table_and_plots(models, trained, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", trained)
+    monkeypatch.setattr(evaluate, "SAMPLER_RUNS", (("DDIM", "ddim", 10), *evaluate.SAMPLER_RUNS[3:4]))
+    parser = __import__("argparse").ArgumentParser()
+    evaluate.add_arguments(parser)
+    assert evaluate.run(parser.parse_args(["--per-class", "1", "--out", str(tmp_path), "--device", "cpu"])) == 0
+    out = capsys.readouterr().out
+    assert "| 7.5 |" in out and "DPM-Solver++ 2M 20" in out
+    for name in ("results.json", "table.md", "accuracy_vs_cfg.png", "accuracy_vs_steps.png"):
+        assert (tmp_path / name).stat().st_size > 0
