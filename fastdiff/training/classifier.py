@@ -33,10 +33,15 @@ class AttributeClassifier(nn.Module):
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Shifts of up to 2 pixels, and noise: generated samples are never pixel-perfect."""
+    """Shifts of up to 2 pixels, a slight blur and noise: generated samples come through a VAE
+    and are never pixel-perfect."""
     n = images.shape[0]
     dy, dx = torch.randint(-2, 3, (2,), generator=generator).tolist()
     images = images.roll((dy, dx), dims=(2, 3))
+    kernel = torch.tensor([0.25, 0.5, 0.25])
+    kernel = (kernel[:, None] * kernel[None, :]).expand(3, 1, 3, 3)
+    blurred = F.conv2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+    images = torch.where(torch.rand(n, 1, 1, 1, generator=generator) < 0.5, blurred, images)
     sigma = 0.1 * torch.rand(n, 1, 1, 1, generator=generator)
     return images + sigma * torch.randn(images.shape, generator=generator)
 

@@ -23,9 +23,9 @@ COLOURS = {  # name -> RGB in [0, 1]
     "purple": (0.60, 0.15, 0.80),
 }
 COLOUR_NAMES = tuple(COLOURS)
-SIZES = {"small": 5.0, "large": 8.0}  # half-extent in pixels
+SIZES = {"small": 6.0, "large": 8.5}  # half-extent in pixels: small ones must survive a 4x VAE
 SIZE_NAMES = tuple(SIZES)
-# A 3x3 grid of centres; a large shape at a corner still fits inside the image.
+# A 3x3 grid of centres; a large shape at a corner stays (almost) inside the image.
 POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 _GRID = (8.0, 16.0, 24.0)
 
@@ -72,7 +72,7 @@ def render(scenes: Scenes) -> torch.Tensor:
     # Signed distance (in pixels, negative inside) of each shape, all computed then selected.
     circle = (dx * dx + dy * dy).sqrt() - r
     square = torch.maximum(dx.abs(), dy.abs()) - 0.85 * r
-    diamond = (dx.abs() + dy.abs() - 1.2 * r) * 0.7071
+    diamond = (dx.abs() + dy.abs() - 1.05 * r) * 0.7071
     # Upward triangle: base at cy + 0.8r, apex at cy - r, edges of slope 2 (|dx| grows with dy).
     base = dy - 0.8 * r
     edge = (2.0 * dx.abs() - (dy + r)) * 0.4472  # normalised by sqrt(1 + 2^2)

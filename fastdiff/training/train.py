@@ -45,7 +45,7 @@ def loop(name: str, params, loss_fn, steps: int, lr: float, out_dir=None, log_ev
     return logged
 
 
-def train_classifier(steps: int = 1500, batch: int = 128, seed: int = 1, out_dir=None, width: int = 32):
+def train_classifier(steps: int = 800, batch: int = 128, seed: int = 1, out_dir=None, width: int = 32):
     model = classifier.AttributeClassifier(width)
     g = torch.Generator().manual_seed(seed)
 
@@ -92,7 +92,7 @@ def encode(vae, images: torch.Tensor, g: torch.Generator | None = None) -> torch
     return z * vae.config.scaling_factor
 
 
-def train_vae(vae, steps: int = 1500, batch: int = 32, seed: int = 0, out_dir=None, kl_weight: float = 1e-3,
+def train_vae(vae, steps: int = 1000, batch: int = 32, seed: int = 0, out_dir=None, kl_weight: float = 1e-3,
               lr: float = 2e-3):
     """Reconstruction MSE plus a small KL to N(0, I); then sets config.scaling_factor to 1 / the
     latents' standard deviation (as Stable Diffusion's 0.18215) so the diffusion models see unit
