@@ -38,9 +38,10 @@ def measure(model, judge, per_class: int, sampler: str, steps: int, scale: float
             "shape": acc_shape, "samples": len(texts), "seconds": round(seconds, 2)}
 
 
-def run_all(kind: str, per_class: int, seed: int, device: str, log=print) -> list[dict]:
-    model = default_model(kind, device=device)
-    judge = checkpoint.load(classifier.AttributeClassifier(**checkpoint.config("classifier")), "classifier")
+def run_all(kind: str, per_class: int, seed: int, device: str, weights_dir=None, log=print) -> list[dict]:
+    model = default_model(kind, device=device, weights_dir=weights_dir)
+    judge = checkpoint.load(classifier.AttributeClassifier(**checkpoint.config("classifier", weights_dir)),
+                            "classifier", weights_dir)
     rows = []
     runs = [(REFERENCE[0], REFERENCE[1], s) for s in CFG_SCALES]
     runs += [(sampler, steps, 7.5) for _, sampler, steps in SAMPLER_RUNS if (sampler, steps) != REFERENCE]
@@ -56,7 +57,6 @@ def table(rows: list[dict]) -> str:
     """Markdown tables: accuracy against CFG scale (DPM-Solver++ 20 steps), and against sampler (CFG 7.5)."""
     kinds = sorted({r["model"] for r in rows}, key=["unet", "dit"].index)
     get = {(r["model"], r["sampler"], r["steps"], r["cfg"]): r["accuracy"] for r in rows}
-    name = {s: n for n, s, _ in SAMPLER_RUNS}
     head = "| " + " | ".join(kinds) + " |"
     lines = [f"| CFG scale (DPM-Solver++ 2M, 20 steps) {head}", "|---" * (len(kinds) + 1) + "|"]
     for s in CFG_SCALES:
@@ -73,6 +73,7 @@ def add_arguments(parser) -> None:
                         help="samples per (colour, shape) prompt; 24 prompts (default: 4)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
     parser.add_argument("--out", default="eval", help="folder for results.json, table.md and plots")
 
 
@@ -80,7 +81,7 @@ def run(args) -> int:
     kinds = ("unet", "dit") if args.model == "both" else (args.model,)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [r for k in kinds for r in run_all(k, args.per_class, args.seed, args.device)]
+    rows = [r for k in kinds for r in run_all(k, args.per_class, args.seed, args.device, args.weights)]
     text = table(rows)
     print(text)
     (out / "results.json").write_text(json.dumps(rows, indent=1))

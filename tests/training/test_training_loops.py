@@ -91,11 +91,11 @@ def test_default_models_write_a_png(models, trained, tmp_path):
 
 
 def test_eval_writes_table_and_plots(models, trained, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(checkpoint, "WEIGHTS_DIR", trained)
     monkeypatch.setattr(evaluate, "SAMPLER_RUNS", (("DDIM", "ddim", 10), *evaluate.SAMPLER_RUNS[3:4]))
     parser = __import__("argparse").ArgumentParser()
     evaluate.add_arguments(parser)
-    assert evaluate.run(parser.parse_args(["--per-class", "1", "--out", str(tmp_path), "--device", "cpu"])) == 0
+    assert evaluate.run(parser.parse_args(["--per-class", "1", "--weights", str(trained), "--out", str(tmp_path),
+                                                     "--device", "cpu"])) == 0
     out = capsys.readouterr().out
     assert "| 7.5 |" in out and "DPM-Solver++ 2M 20" in out
     for name in ("results.json", "table.md", "accuracy_vs_cfg.png", "accuracy_vs_steps.png"):
