@@ -1,0 +1,27 @@
+"""fastdiff's from-scratch latent U-Net, DiT and VAE, on fastdiff.ops.
+
+The interface the sampling pipeline relies on (keep it stable):
+  UNet(config).forward(x, t, context, added_cond=None) -> Tensor
+      x (B, C, H, W) latents, t (B,) or scalar timesteps (float or int), context (B, L, cross_attention_dim);
+      SDXL-style models take added_cond = {"text_embeds": (B, E), "time_ids": (B, 6)} as diffusers does.
+  DiT(config).forward(x, t, y) -> Tensor (B, out_channels, H, W)
+      y (B,) long class labels; label config.num_classes is the null class for classifier-free guidance;
+      with learn_sigma the first in_channels output channels are the noise prediction.
+  VAE(config).encode(x) -> (mean, logvar);  VAE(config).decode(z) -> image in [-1, 1]
+      diffusion latents are (mean - (shift_factor or 0)) * scaling_factor; decode takes unscaled latents.
+  model.config: a frozen dataclass; UNetConfig/VAEConfig have in_channels and sample_size, DiTConfig
+      in_channels, input_size (= sample_size); UNetConfig.prediction_type ("epsilon" or "v_prediction");
+      VAEConfig.scaling_factor and shift_factor.
+  from_pretrained(path_or_state_dict, config=None, dtype=None, device=None) -> UNet | DiT | VAE
+      (also UNet.from_pretrained etc.): diffusers folders and files, LDM single files, DiT .pt.
+
+Presets: UNetConfig.sd15() / sd2() / sdxl() / tiny(); DiTConfig.xl2(256 or 512) / b2() / s2() / tiny();
+VAEConfig.sd() / sdxl() / tiny().
+"""
+from .configs import DiTConfig, UNetConfig, VAEConfig
+from .dit import DiT
+from .loading import from_pretrained
+from .unet import UNet
+from .vae import VAE
+
+__all__ = ["UNet", "DiT", "VAE", "UNetConfig", "DiTConfig", "VAEConfig", "from_pretrained"]

@@ -1,0 +1,122 @@
+"""DiT (Peebles & Xie, 2023): patchify, adaLN-Zero transformer blocks conditioned on the timestep
+and the class, learned-sigma output. Parameter names follow facebookresearch/DiT."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from . import loading
+from .blocks import Attention, TimestepEmbedding, timestep_embedding
+from .configs import DiTConfig
+
+
+def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
+    """DiT's fixed 2-D sin-cos position embedding (1, grid*grid, dim): the first half of the
+    channels encodes the column, the second half the row."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    pos = torch.arange(grid, dtype=torch.float64)
+    row, col = torch.meshgrid(pos, pos, indexing="ij")
+
+    def embed(p):
+        out = p.reshape(-1, 1) * omega[None]
+        return torch.cat([out.sin(), out.cos()], dim=1)
+    return torch.cat([embed(col), embed(row)], dim=1).float()[None]
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, patch: int, in_ch: int, dim: int):
+        super().__init__()
+        self.proj = nn.Conv2d(in_ch, dim, patch, stride=patch)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, C, H, W) -> (B, HW/p^2, dim)
+
+
+class LabelEmbedding(nn.Module):
+    """Class labels -> vectors; label num_classes is the null class of classifier-free guidance."""
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.embedding_table = nn.Embedding(num_classes + 1, dim)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.embedding_table(y)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class DiTBlock(nn.Module):
+    """Self-attention and MLP, each modulated (shift, scale) and gated by the conditioning."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(dim, heads, dim // heads, qkv_bias=True)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate_msa[:, None] * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        return x + gate_mlp[:, None] * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, patch: int, out_ch: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, patch * patch * out_ch)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))  # (B, T, p*p*out)
+
+
+class DiT(nn.Module):
+    """forward(x (B, C, H, W) latents, t (B,) timesteps, y (B,) long labels, num_classes = null)
+    -> (B, out_channels, H, W); with learn_sigma the first C channels are the noise prediction."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = c = config
+        self.x_embedder = PatchEmbed(c.patch_size, c.in_channels, c.hidden_size)
+        self.t_embedder = TimestepEmbedding(256, c.hidden_size)
+        self.y_embedder = LabelEmbedding(c.num_classes, c.hidden_size)
+        # Fixed, but kept in the state dict as in the original DiT checkpoints.
+        self.register_buffer("pos_embed", sincos_pos_embed(c.hidden_size, c.input_size // c.patch_size))
+        self.blocks = nn.ModuleList(DiTBlock(c.hidden_size, c.num_heads, c.mlp_ratio) for _ in range(c.depth))
+        self.final_layer = FinalLayer(c.hidden_size, c.patch_size, c.out_channels)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        c, (b, _, h, w) = self.config, x.shape
+        dtype = self.x_embedder.proj.weight.dtype
+        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(b)
+        tokens = self.x_embedder(x.to(dtype)) + self.pos_embed                      # (B, T, D)
+        cond = self.t_embedder(timestep_embedding(t, 256, True, c.freq_shift)) + self.y_embedder(y)  # (B, D)
+        for block in self.blocks:
+            tokens = block(tokens, cond)
+        out = self.final_layer(tokens, cond)                                        # (B, T, p*p*C)
+        p, gh, gw = c.patch_size, h // c.patch_size, w // c.patch_size
+        out = out.reshape(b, gh, gw, p, p, c.out_channels).permute(0, 5, 1, 3, 2, 4)  # (B, C, gh, p, gw, p)
+        return out.reshape(b, c.out_channels, h, w)
+
+    @classmethod
+    def from_pretrained(cls, source, config: Optional[DiTConfig] = None, **kw) -> "DiT":
+        """See fastdiff.models.loading.from_pretrained."""
+        return loading.from_pretrained(source, config=config, model=cls, **kw)
