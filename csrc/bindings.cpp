@@ -1,10 +1,13 @@
-// fastdiff._C: the CUDA kernels for Python. Takes integers for device pointers and the stream;
-// never links libtorch. A CUDA error becomes a RuntimeError naming the op and the CUDA message.
+// fastdiff._C: the CUDA kernels for Python. Takes integers for device pointers and the stream,
+// tuples for shapes and strides, and an int dtype code; never links libtorch. A failed call
+// raises RuntimeError naming the op and carrying the CUDA message.
 #include <pybind11/pybind11.h>
 
 #include <stdexcept>
 #include <string>
 
+#include "fastdiff/attention.h"
+#include "fastdiff/group_norm.h"
 #include "fastdiff/guidance.h"
 
 namespace py = pybind11;
@@ -14,36 +17,75 @@ namespace {
 
 template <typename T> T* ptr(uintptr_t p) { return reinterpret_cast<T*>(p); }
 
-void check(cudaError_t err, const char* op) {
-  if (err != cudaSuccess)
-    throw std::runtime_error(std::string("fastdiff.") + op + ": CUDA error: " + cudaGetErrorString(err));
+cudaStream_t stream_of(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); }
+
+void check(Status st, const char* op) {
+  if (st.ok()) return;
+  throw std::runtime_error(std::string("fastdiff.") + op + (st.message ? ": invalid argument: " : ": CUDA error: ") + st.what());
 }
 
-DType dtype_of(int code) {
-  if (code < 0 || code > 2) throw std::invalid_argument("fastdiff._C: dtype code must be 0 (f16), 1 (bf16) or 2 (f32), got " + std::to_string(code));
+DType dtype_of(int code, const char* op) {
+  if (code < 0 || code > 2)
+    throw std::invalid_argument(std::string("fastdiff._C.") + op +
+                                ": dtype code must be 0 (f16), 1 (bf16) or 2 (f32), got " + std::to_string(code));
   return static_cast<DType>(code);
+}
+
+Strides3 strides_of(py::sequence s, const char* op) {
+  if (py::len(s) != 3)
+    throw std::invalid_argument(std::string("fastdiff._C.") + op + ": strides must hold 3 integers (batch, seq, head)");
+  return {s[0].cast<int64_t>(), s[1].cast<int64_t>(), s[2].cast<int64_t>()};
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  m.doc() = "fastdiff CUDA kernels (raw pointers, element counts, dtype codes, streams)";
+  m.doc() = "fastdiff CUDA kernels (raw pointers, shapes, strides, dtype codes, streams)";
+
   m.def("cfg_combine", [](uintptr_t u, uintptr_t c, uintptr_t out, int64_t n, int dtype, float scale, uintptr_t stream) {
-    check(cfg_combine(ptr<const void>(u), ptr<const void>(c), ptr<void>(out), n, dtype_of(dtype), scale,
-                      ptr<CUstream_st>(stream)), "cfg_combine");
+    check(cfg_combine(ptr<const void>(u), ptr<const void>(c), ptr<void>(out), n, dtype_of(dtype, "cfg_combine"), scale,
+                      stream_of(stream)), "cfg_combine");
   }, py::arg("uncond"), py::arg("cond"), py::arg("out"), py::arg("n"), py::arg("dtype"), py::arg("scale"),
      py::arg("stream"));
+
   m.def("sampler_step", [](uintptr_t x, uintptr_t model_out, int model_dtype, uintptr_t prev, uintptr_t noise,
-                           uintptr_t x_next, uintptr_t d, int64_t n, int dtype, py::tuple k, uintptr_t device_coeffs,
+                           uintptr_t x_next, uintptr_t d, int64_t n, int dtype, py::sequence k, uintptr_t device_coeffs,
                            bool guided, float guidance_scale, uintptr_t stream) {
-    if (k.size() != 6) throw std::invalid_argument("fastdiff._C.sampler_step: coeffs must hold 6 floats");
+    if (py::len(k) != 6) throw std::invalid_argument("fastdiff._C.sampler_step: coeffs must hold 6 floats");
     SamplerCoeffs c{k[0].cast<float>(), k[1].cast<float>(), k[2].cast<float>(),
                     k[3].cast<float>(), k[4].cast<float>(), k[5].cast<float>()};
-    check(sampler_step(ptr<const void>(x), ptr<const void>(model_out), dtype_of(model_dtype), ptr<const void>(prev),
-                       ptr<const void>(noise), ptr<void>(x_next), ptr<void>(d), n, dtype_of(dtype), c,
-                       ptr<const float>(device_coeffs), guided, guidance_scale, ptr<CUstream_st>(stream)),
-          "sampler_step");
+    check(sampler_step(ptr<const void>(x), ptr<const void>(model_out), dtype_of(model_dtype, "sampler_step"),
+                       ptr<const void>(prev), ptr<const void>(noise), ptr<void>(x_next), ptr<void>(d), n,
+                       dtype_of(dtype, "sampler_step"), c, ptr<const float>(device_coeffs), guided, guidance_scale,
+                       stream_of(stream)), "sampler_step");
   }, py::arg("x"), py::arg("model_out"), py::arg("model_dtype"), py::arg("prev"), py::arg("noise"),
      py::arg("x_next"), py::arg("d"), py::arg("n"), py::arg("dtype"), py::arg("coeffs"),
      py::arg("device_coeffs"), py::arg("guided"), py::arg("guidance_scale"), py::arg("stream"));
+
+  m.def("group_norm_workspace_size", [](int64_t n, int64_t c, int64_t spatial, int64_t groups, int dtype) {
+    return group_norm_workspace_size(n, c, spatial, groups, dtype_of(dtype, "group_norm_workspace_size"));
+  }, py::arg("n"), py::arg("c"), py::arg("spatial"), py::arg("groups"), py::arg("dtype"));
+
+  m.def("group_norm", [](uintptr_t x, uintptr_t y, uintptr_t weight, uintptr_t bias, int64_t n, int64_t c,
+                         int64_t spatial, int64_t groups, float eps, bool silu, bool channels_last, int dtype,
+                         uintptr_t workspace, size_t workspace_bytes, uintptr_t stream) {
+    check(group_norm(ptr<const void>(x), ptr<void>(y), ptr<const float>(weight), ptr<const float>(bias), n, c, spatial,
+                     groups, eps, silu, channels_last, dtype_of(dtype, "group_norm"), ptr<void>(workspace),
+                     workspace_bytes, stream_of(stream)), "group_norm");
+  }, py::arg("x"), py::arg("y"), py::arg("weight"), py::arg("bias"), py::arg("n"), py::arg("c"), py::arg("spatial"),
+     py::arg("groups"), py::arg("eps"), py::arg("silu"), py::arg("channels_last"), py::arg("dtype"),
+     py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"));
+
+  m.def("attention", [](uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, py::sequence shape,
+                        py::sequence q_strides, py::sequence k_strides, py::sequence v_strides, float scale, int dtype,
+                        uintptr_t stream) {
+    if (py::len(shape) != 5)
+      throw std::invalid_argument("fastdiff._C.attention: shape must be (batch, heads, seq_q, seq_k, head_dim)");
+    check(attention(ptr<const void>(q), ptr<const void>(k), ptr<const void>(v), ptr<void>(out),
+                    shape[0].cast<int64_t>(), shape[1].cast<int64_t>(), shape[2].cast<int64_t>(),
+                    shape[3].cast<int64_t>(), shape[4].cast<int64_t>(), strides_of(q_strides, "attention"),
+                    strides_of(k_strides, "attention"), strides_of(v_strides, "attention"), scale,
+                    dtype_of(dtype, "attention"), stream_of(stream)), "attention");
+  }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("shape"), py::arg("q_strides"),
+     py::arg("k_strides"), py::arg("v_strides"), py::arg("scale"), py::arg("dtype"), py::arg("stream"));
 }

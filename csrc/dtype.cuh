@@ -1,4 +1,5 @@
-// Loads and stores of fp16, bf16 and fp32 through fp32, and dispatch on the dtype code.
+// Shared device helpers: fp16/bf16/fp32 conversions through fp32, 16-byte vectors, dtype
+// dispatch and launch sizing.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -18,25 +19,53 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(flo
   return __float2bfloat16_rn(v);
 }
 
-// Calls f(T{}) with T the C++ type of `dtype`; an unknown code is an invalid value.
+// N elements moved as one aligned access (16 bytes when N = 16 / sizeof(T)).
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Vec {
+  T v[N];
+};
+
+// Elements of T in one 16-byte access.
+template <typename T> constexpr int kVec = 16 / sizeof(T);
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Calls f(T{}) with T the C++ type of `dtype`.
 template <typename F>
-cudaError_t dispatch_dtype(DType dtype, F&& f) {
+Status dispatch_dtype(DType dtype, F&& f) {
   switch (dtype) {
     case DType::F16: return f(__half{});
     case DType::BF16: return f(__nv_bfloat16{});
     case DType::F32: return f(float{});
   }
-  return cudaErrorInvalidValue;
+  return Status::invalid("dtype code must be 0 (f16), 1 (bf16) or 2 (f32)");
 }
 
-// Enough blocks of `threads` to cover n work items, capped at a few waves of the current device.
-inline int grid_for(int64_t n, int threads) {
-  int device = 0, sms = 132;
-  if (cudaGetDevice(&device) == cudaSuccess)
-    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  int64_t blocks = (n + threads - 1) / threads;
-  int64_t cap = int64_t(sms) * 8;
-  return int(blocks < 1 ? 1 : (blocks < cap ? blocks : cap));
+// The status of the launch just made (launch configuration errors and earlier sticky faults).
+inline Status last_launch() { return {cudaGetLastError(), nullptr}; }
+
+// The current device's SM count, queried once per device.
+inline Status sm_count(int* sms) {
+  static int cache[128] = {};
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return {err, nullptr};
+  if (device < 128 && cache[device]) return *sms = cache[device], Status{};
+  err = cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, device);
+  if (err != cudaSuccess) return {err, nullptr};
+  if (device < 128) cache[device] = *sms;
+  return {};
+}
+
+// Blocks for a grid-stride loop over `work` items of `threads`: enough to fill every SM a few
+// times over, never more than the work needs.
+inline Status grid_stride_blocks(int64_t work, int threads, int* blocks) {
+  int sms = 0;
+  Status s = sm_count(&sms);
+  if (!s.ok()) return s;
+  int64_t need = (work + threads - 1) / threads, cap = int64_t(sms) * (2048 / threads) * 2;
+  *blocks = int(need < 1 ? 1 : (need < cap ? need : cap));
+  return {};
 }
 
 }  // namespace fastdiff

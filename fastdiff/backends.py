@@ -124,6 +124,8 @@ BACKENDS: dict[str, Backend] = {
         "sampler_step": OpSupport(_GPU),
     }, "fastdiff._triton"),
     "cuda": Backend("cuda", {
+        "attention": OpSupport(frozenset({_F16, _BF16}), head_dims=(40, 160), max_seq_k=512),
+        "group_norm": OpSupport(_GPU),
         "cfg_combine": OpSupport(_GPU),
         "sampler_step": OpSupport(_GPU),
     }, "fastdiff.cuda_ops"),

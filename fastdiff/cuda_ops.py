@@ -1,9 +1,12 @@
-"""The `cuda` backend: tensors in, raw pointers, counts, dtype codes and the stream out to fastdiff._C.
+"""The `cuda` backend: tensors in, raw pointers, shapes, strides, dtype codes and the stream out to fastdiff._C.
 
 Each launcher takes exactly the arguments of its reference in fastdiff.reference (already
-validated by fastdiff.ops), allocates outputs through PyTorch and launches on the current stream.
+validated by fastdiff.ops), allocates outputs and workspaces through PyTorch and launches on the
+current stream.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -41,3 +44,25 @@ def sampler_step(x, model_out, coeffs, *, guidance_scale=None, prev=None, noise=
                     _ptr(device_coeffs), guidance_scale is not None,
                     0.0 if guidance_scale is None else float(guidance_scale), _stream(x))
     return x_next, d
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, silu=False):
+    fmt, (x,) = dense_like(x)
+    n, c, spatial = x.shape[0], x.shape[1], math.prod(x.shape[2:])
+    y = torch.empty_like(x, memory_format=fmt)
+    weight, bias = (None if t is None else t.to(torch.float32).contiguous() for t in (weight, bias))
+    code = _CODES[x.dtype]
+    ws_bytes = _C.group_norm_workspace_size(n, c, spatial, num_groups, code)
+    workspace = torch.empty(ws_bytes, dtype=torch.uint8, device=x.device) if ws_bytes else None
+    _C.group_norm(x.data_ptr(), y.data_ptr(), _ptr(weight), _ptr(bias), n, c, spatial, num_groups, float(eps),
+                  bool(silu), fmt is torch.channels_last, code, _ptr(workspace), ws_bytes, _stream(x))
+    return y
+
+
+def attention(q, k, v, *, scale=None):
+    b, sq, h, d = q.shape
+    out = torch.empty((b, sq, h, d), dtype=q.dtype, device=q.device)
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    _C.attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), (b, h, sq, k.shape[1], d),
+                 q.stride()[:3], k.stride()[:3], v.stride()[:3], scale, _CODES[q.dtype], _stream(q))
+    return out

@@ -1,0 +1,262 @@
+// GroupNorm (+ SiLU) with fp32 statistics merged by Chan's parallel Welford formula.
+//
+// A group is `rows` runs of `cols` contiguous elements, `stride` apart: in NCHW a run is one
+// channel (rows = channels per group, cols = spatial size), in NHWC a run is one pixel's
+// channels of the group (rows = spatial size, cols = channels per group). Runs are read in
+// 16-byte vectors when every run starts aligned and is a whole number of vectors.
+//
+// Small groups: one block per group reads it once into shared memory, reduces, and normalizes
+// from that copy. Large groups: a stats kernel reduces fixed-size chunks of every group into an
+// fp32 workspace (count, mean, M2 per chunk), and a normalize kernel merges a group's partials
+// and normalizes its chunk, so every SM has work even for a batch of one.
+#include "dtype.cuh"
+#include "fastdiff/group_norm.h"
+
+namespace fastdiff {
+namespace {
+
+constexpr int64_t kOnChipBytes = 96 * 1024;  // two blocks per SM on sm_90, one on sm_80
+constexpr int64_t kChunk = 16384;            // elements per block in the split reduction
+constexpr int kSplitThreads = 256;
+
+struct Welford {
+  float n, mean, m2;
+};
+
+__device__ __forceinline__ Welford merge(Welford a, Welford b) {
+  float n = a.n + b.n;
+  if (n == 0.f) return a;
+  float delta = b.mean - a.mean, fb = b.n / n;
+  return {n, a.mean + delta * fb, a.m2 + b.m2 + delta * delta * a.n * fb};
+}
+
+// The statistics of W values, merged into acc: two passes over registers, one division.
+template <int W>
+__device__ __forceinline__ void push(Welford& acc, const float (&v)[W]) {
+  float sum = 0.f;
+#pragma unroll
+  for (int j = 0; j < W; ++j) sum += v[j];
+  float mean = sum * (1.f / W), m2 = 0.f;
+#pragma unroll
+  for (int j = 0; j < W; ++j) m2 += (v[j] - mean) * (v[j] - mean);
+  acc = merge(acc, {float(W), mean, m2});
+}
+
+// The merged statistics of the whole block, returned to every thread.
+__device__ Welford block_reduce(Welford w) {
+  __shared__ Welford warps[32];
+  __shared__ Welford total;
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1)
+    w = merge(w, {__shfl_xor_sync(~0u, w.n, o), __shfl_xor_sync(~0u, w.mean, o), __shfl_xor_sync(~0u, w.m2, o)});
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) warps[warp] = w;
+  __syncthreads();
+  if (warp == 0) {
+    w = lane < blockDim.x / 32 ? warps[lane] : Welford{0.f, 0.f, 0.f};
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+      w = merge(w, {__shfl_xor_sync(~0u, w.n, o), __shfl_xor_sync(~0u, w.mean, o), __shfl_xor_sync(~0u, w.m2, o)});
+    if (lane == 0) total = w;
+  }
+  __syncthreads();
+  return total;
+}
+
+// Where the vectors of one group lie, and which channel each element belongs to.
+struct Group {
+  int64_t base;      // element offset of the group's first element
+  uint32_t cols_v;   // vectors per run
+  int64_t stride;    // elements between runs
+  uint32_t cpg;      // channels per group
+  uint32_t first_c;  // the group's first channel
+
+  template <bool CL>
+  __device__ static Group of(int64_t group, int64_t c, int64_t spatial, int64_t groups, int V) {
+    const int64_t i = group / groups, g = group % groups, cpg = c / groups;
+    if (CL) return {i * spatial * c + g * cpg, uint32_t(cpg / V), c, uint32_t(cpg), uint32_t(g * cpg)};
+    return {(i * c + g * cpg) * spatial, uint32_t(spatial / V), spatial, uint32_t(cpg), uint32_t(g * cpg)};
+  }
+  __device__ int64_t offset(uint32_t k, int V) const {  // of the k-th vector
+    return base + int64_t(k / cols_v) * stride + int64_t(k % cols_v) * V;
+  }
+  template <bool CL>
+  __device__ uint32_t channel(uint32_t k, int j, int V) const {  // within the group
+    return CL ? (k % cols_v) * V + j : k / cols_v;
+  }
+};
+
+// scale[j] = rstd * weight, shift[j] = bias - mean * scale for the group's channels, in shared memory.
+__device__ void affine(const Group& grp, Welford st, float eps, const float* weight, const float* bias,
+                       float* scale, float* shift) {
+  const float rstd = rsqrtf(st.m2 / st.n + eps);
+  for (uint32_t j = threadIdx.x; j < grp.cpg; j += blockDim.x) {
+    float s = rstd * (weight ? weight[grp.first_c + j] : 1.f);
+    scale[j] = s;
+    shift[j] = (bias ? bias[grp.first_c + j] : 0.f) - st.mean * s;
+  }
+  __syncthreads();
+}
+
+template <typename T, int V, bool CL>
+__device__ __forceinline__ void normalize_store(T* y, const Group& grp, uint32_t k, const float (&v)[V],
+                                                const float* scale, const float* shift, bool silu) {
+  Vec<T, V> out;
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    uint32_t ch = grp.channel<CL>(k, j, V);
+    float r = v[j] * scale[ch] + shift[ch];
+    if (silu) r = r / (1.f + __expf(-r));
+    out.v[j] = from_f32<T>(r);
+  }
+  *reinterpret_cast<Vec<T, V>*>(y + grp.offset(k, V)) = out;
+}
+
+template <typename T, int V>
+__device__ __forceinline__ void load(const T* p, float (&v)[V]) {
+  Vec<T, V> in = *reinterpret_cast<const Vec<T, V>*>(p);
+#pragma unroll
+  for (int j = 0; j < V; ++j) v[j] = to_f32(in.v[j]);
+}
+
+// One block per group: read once into shared memory, reduce, normalize from the copy.
+template <typename T, int V, bool CL>
+__global__ void group_norm_on_chip(const T* __restrict__ x, T* __restrict__ y, const float* __restrict__ weight,
+                                   const float* __restrict__ bias, int64_t c, int64_t spatial, int64_t groups,
+                                   float eps, bool silu) {
+  extern __shared__ float4 smem[];
+  const Group grp = Group::of<CL>(blockIdx.x, c, spatial, groups, V);
+  const uint32_t nvec = uint32_t(c / groups * spatial / V);
+  float* scale = reinterpret_cast<float*>(smem);
+  float* shift = scale + grp.cpg;
+  Vec<T, V>* copy = reinterpret_cast<Vec<T, V>*>(smem) + (2 * grp.cpg * sizeof(float) + sizeof(Vec<T, V>) - 1) /
+                                                             sizeof(Vec<T, V>);
+  Welford acc{0.f, 0.f, 0.f};
+  for (uint32_t k = threadIdx.x; k < nvec; k += blockDim.x) {
+    Vec<T, V> in = *reinterpret_cast<const Vec<T, V>*>(x + grp.offset(k, V));
+    copy[k] = in;  // each thread reads back only what it wrote: no barrier needed
+    float v[V];
+#pragma unroll
+    for (int j = 0; j < V; ++j) v[j] = to_f32(in.v[j]);
+    push(acc, v);
+  }
+  affine(grp, block_reduce(acc), eps, weight, bias, scale, shift);
+  for (uint32_t k = threadIdx.x; k < nvec; k += blockDim.x) {
+    float v[V];
+    load<T, V>(reinterpret_cast<const T*>(copy + k), v);
+    normalize_store<T, V, CL>(y, grp, k, v, scale, shift, silu);
+  }
+}
+
+// Split reduction, pass 1: the statistics of chunk blockIdx.x % chunks of group blockIdx.x / chunks.
+template <typename T, int V, bool CL>
+__global__ void __launch_bounds__(kSplitThreads) group_norm_stats(const T* __restrict__ x, Welford* __restrict__ partial,
+                                                                  int64_t c, int64_t spatial, int64_t groups,
+                                                                  int chunks) {
+  const Group grp = Group::of<CL>(blockIdx.x / chunks, c, spatial, groups, V);
+  const uint32_t nvec = uint32_t(c / groups * spatial / V), per = kChunk / V;
+  const uint32_t lo = (blockIdx.x % chunks) * per, hi = min(nvec, lo + per);
+  Welford acc{0.f, 0.f, 0.f};
+  for (uint32_t k = lo + threadIdx.x; k < hi; k += blockDim.x) {
+    float v[V];
+    load<T, V>(x + grp.offset(k, V), v);
+    push(acc, v);
+  }
+  acc = block_reduce(acc);
+  if (threadIdx.x == 0) partial[blockIdx.x] = acc;
+}
+
+// Split reduction, pass 2: merge the group's partials, normalize this block's chunk.
+template <typename T, int V, bool CL>
+__global__ void __launch_bounds__(kSplitThreads) group_norm_apply(
+    const T* __restrict__ x, T* __restrict__ y, const Welford* __restrict__ partial, const float* __restrict__ weight,
+    const float* __restrict__ bias, int64_t c, int64_t spatial, int64_t groups, int chunks, float eps, bool silu) {
+  extern __shared__ float4 smem[];
+  const int64_t group = blockIdx.x / chunks;
+  const Group grp = Group::of<CL>(group, c, spatial, groups, V);
+  float* scale = reinterpret_cast<float*>(smem);
+  float* shift = scale + grp.cpg;
+  Welford acc{0.f, 0.f, 0.f};
+  for (int j = threadIdx.x; j < chunks; j += blockDim.x) acc = merge(acc, partial[group * chunks + j]);
+  affine(grp, block_reduce(acc), eps, weight, bias, scale, shift);
+  const uint32_t nvec = uint32_t(c / groups * spatial / V), per = kChunk / V;
+  const uint32_t lo = (blockIdx.x % chunks) * per, hi = min(nvec, lo + per);
+  for (uint32_t k = lo + threadIdx.x; k < hi; k += blockDim.x) {
+    float v[V];
+    load<T, V>(x + grp.offset(k, V), v);
+    normalize_store<T, V, CL>(y, grp, k, v, scale, shift, silu);
+  }
+}
+
+int64_t chunks_of(int64_t group_elems) { return (group_elems + kChunk - 1) / kChunk; }
+
+bool on_chip(int64_t group_elems, int64_t elem_bytes) { return group_elems * elem_bytes <= kOnChipBytes; }
+
+template <typename T, int V, bool CL>
+Status launch(const T* x, T* y, const float* weight, const float* bias, int64_t n, int64_t c, int64_t spatial,
+              int64_t groups, float eps, bool silu, void* workspace, cudaStream_t stream) {
+  const int64_t cpg = c / groups, elems = cpg * spatial, affine_bytes = 2 * cpg * int64_t(sizeof(float));
+  if (on_chip(elems, sizeof(T))) {
+    const int64_t vec_bytes = sizeof(Vec<T, V>);
+    const size_t smem = size_t((affine_bytes + vec_bytes - 1) / vec_bytes * vec_bytes + elems * int64_t(sizeof(T)));
+    const int64_t nvec = elems / V;
+    const int threads = int(nvec >= 8192 ? 1024 : nvec >= 2048 ? 512 : nvec >= 512 ? 256 : 128);
+    auto kernel = group_norm_on_chip<T, V, CL>;
+    if (smem > 48 * 1024) {
+      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+      if (err != cudaSuccess) return {err, nullptr};
+    }
+    kernel<<<unsigned(n * groups), threads, smem, stream>>>(x, y, weight, bias, c, spatial, groups, eps, silu);
+    return last_launch();
+  }
+  const int chunks = int(chunks_of(elems));
+  const unsigned blocks = unsigned(n * groups * chunks);
+  auto partial = static_cast<Welford*>(workspace);
+  group_norm_stats<T, V, CL><<<blocks, kSplitThreads, 0, stream>>>(x, partial, c, spatial, groups, chunks);
+  Status st = last_launch();
+  if (!st.ok()) return st;
+  auto apply = group_norm_apply<T, V, CL>;
+  if (affine_bytes > 48 * 1024) {
+    cudaError_t err = cudaFuncSetAttribute(apply, cudaFuncAttributeMaxDynamicSharedMemorySize, int(affine_bytes));
+    if (err != cudaSuccess) return {err, nullptr};
+  }
+  apply<<<blocks, kSplitThreads, size_t(affine_bytes), stream>>>(x, y, partial, weight, bias, c, spatial, groups,
+                                                                 chunks, eps, silu);
+  return last_launch();
+}
+
+}  // namespace
+
+size_t group_norm_workspace_size(int64_t n, int64_t c, int64_t spatial, int64_t groups, DType dtype) {
+  if (n <= 0 || c <= 0 || spatial <= 0 || groups <= 0 || c % groups) return 0;
+  const int64_t elems = c / groups * spatial, elem_bytes = dtype == DType::F32 ? 4 : 2;
+  return on_chip(elems, elem_bytes) ? 0 : size_t(n * groups * chunks_of(elems)) * sizeof(Welford);
+}
+
+Status group_norm(const void* x, void* y, const float* weight, const float* bias, int64_t n, int64_t c,
+                  int64_t spatial, int64_t groups, float eps, bool silu, bool channels_last, DType dtype,
+                  void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+  if (n < 0 || c <= 0 || spatial < 0 || groups <= 0 || c % groups)
+    return Status::invalid("expected n >= 0, c > 0, spatial >= 0 and groups dividing c");
+  if (c / groups * spatial >= (int64_t(1) << 31))
+    return Status::invalid("a group must hold fewer than 2^31 elements");
+  if (workspace_bytes < group_norm_workspace_size(n, c, spatial, groups, dtype) || (workspace_bytes && !workspace))
+    return Status::invalid("workspace smaller than group_norm_workspace_size()");
+  if (n == 0 || spatial == 0) return {};
+  return dispatch_dtype(dtype, [&](auto t) {
+    using T = decltype(t);
+    constexpr int V = kVec<T>;
+    auto xp = static_cast<const T*>(x);
+    auto yp = static_cast<T*>(y);
+    // Vectors never straddle runs, and every run starts 16-byte aligned.
+    const int64_t run = channels_last ? c / groups : spatial, stride = channels_last ? c : spatial;
+    const bool vec = aligned16(xp) && aligned16(yp) && run % V == 0 && stride % V == 0;
+    if (channels_last)
+      return vec ? launch<T, V, true>(xp, yp, weight, bias, n, c, spatial, groups, eps, silu, workspace, stream)
+                 : launch<T, 1, true>(xp, yp, weight, bias, n, c, spatial, groups, eps, silu, workspace, stream);
+    return vec ? launch<T, V, false>(xp, yp, weight, bias, n, c, spatial, groups, eps, silu, workspace, stream)
+               : launch<T, 1, false>(xp, yp, weight, bias, n, c, spatial, groups, eps, silu, workspace, stream);
+  });
+}
+
+}  // namespace fastdiff
