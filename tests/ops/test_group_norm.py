@@ -71,3 +71,14 @@ def test_group_norm_ranks_and_options(backend, shape, silu, affine):
                                    (1, 512, 64, 64), (1, 256, 256, 256), (1, 128, 1024, 1024)], ids=str)
 def test_group_norm_model_shapes_gpu(backend, layout, shape):
     _check(backend, shape, 32, torch.float16, layout)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_group_norm_split_reduction(layout, dtype):
+    """Groups too large for one program: HW split into chunks, the last one partial, statistics
+    merged across programs."""
+    from fastdiff._triton.group_norm import plan
+    shape = (1, 64, 24, 24)
+    assert plan(1, 64, 24 * 24, 2, layout == "channels_last").split > 1
+    _check("triton", shape, 2, dtype, layout, mean=-3.0)
