@@ -1,0 +1,154 @@
+"""One step (one forward pass) of each model, fp16, measured in one run:
+
+  sd15 unet   SD1.5 U-Net, batch 2, 512px (2x4x64x64 latents, 2x77x768 context)
+  dit-xl/2    DiT-XL/2, batch 2, 256px (2x4x32x32 latents, class labels)
+  vae decode  SD VAE decode, 512px (1x4x64x64 latents)
+
+Rows: fastdiff (auto backend), fastdiff on the torch backend, torch.compile of the fastdiff model
+(fastdiff's ops stay custom ops inside the graph) and, when diffusers is importable, diffusers eager
+and torch.compile of it. With diffusers the fastdiff model gets the diffusers model's random weights
+(converted by from_pretrained); without it fastdiff is built from its presets and the speedup is
+against fastdiff's torch backend. The conv models (U-Net, VAE) run channels_last, both libraries.
+
+"first call s" is the wall time of the first call, compile and Triton JIT included. The Triton and
+Inductor caches start empty, but in-process caches are shared: a later row may reuse kernels an
+earlier one compiled. FLOPs are counted once per model (FlopCounterMode on the torch backend) and
+shared by its rows; "of matmul peak" is against the measured dense fp16 matmul rate.
+"""
+import os
+import tempfile
+
+# Empty compile caches, set before torch and triton read them, so first calls include compilation.
+_CACHE = tempfile.TemporaryDirectory(prefix="bench_models_")
+os.environ["TRITON_CACHE_DIR"] = os.path.join(_CACHE.name, "triton")
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(_CACHE.name, "inductor")
+
+import gc  # noqa: E402
+import time  # noqa: E402
+
+import torch  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode, register_flop_formula  # noqa: E402
+
+from common import env_info, matmul_flops, report, require_gpu, time_ms  # noqa: E402
+from fastdiff import ops  # noqa: E402
+from fastdiff.models import DiT, DiTConfig, UNet, UNetConfig, VAE, VAEConfig, from_pretrained  # noqa: E402
+
+try:
+    import diffusers
+    from diffusers.utils import logging
+
+    logging.set_verbosity_error()  # the fp16 cast notice of randomly initialised models
+except ImportError:
+    diffusers = None
+
+
+@register_flop_formula(torch.ops.fastdiff.attention)
+def _attention_flops(q_shape, k_shape, *args, out_shape=None, **kwargs) -> int:
+    """Two matmuls over (B, S, H, D); without this FlopCounterMode sees an opaque op and counts 0."""
+    b, sq, h, d = q_shape
+    return 4 * b * h * sq * k_shape[1] * d
+
+
+def config_of(m) -> dict:
+    """A diffusers model's config as config.json holds it (lists, not tuples): what from_diffusers checks."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in m.config.items()}
+
+
+# Each case: (models, fastdiff call, diffusers call or None, inputs, conv model), built on the current device.
+
+def sd15_unet():
+    inputs = (torch.randn(2, 4, 64, 64), torch.randint(0, 1000, (2,)), torch.randn(2, 77, 768))
+    if diffusers is None:
+        fd = UNet(UNetConfig.sd15())
+        return [fd], fd, None, inputs, True
+    m = diffusers.UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+    fd = from_pretrained(m.state_dict(), config=UNetConfig.from_diffusers(config_of(m)), dtype=torch.float16)
+    return [fd, m], fd, lambda x, t, c: m(x, t, encoder_hidden_states=c, return_dict=False)[0], inputs, True
+
+
+def dit_xl2():
+    inputs = (torch.randn(2, 4, 32, 32), torch.randint(0, 1000, (2,)), torch.randint(0, 1000, (2,)))
+    if diffusers is None:
+        fd = DiT(DiTConfig.xl2(256))
+        return [fd], fd, None, inputs, False
+    m = diffusers.DiTTransformer2DModel(out_channels=8)
+    # diffusers keeps a copy of the timestep and class embedders per block (equal in released
+    # checkpoints); fastdiff keeps one and from_pretrained insists the copies agree.
+    for block in m.transformer_blocks[1:]:
+        block.norm1.emb.load_state_dict(m.transformer_blocks[0].norm1.emb.state_dict())
+    fd = from_pretrained(m.state_dict(), config=DiTConfig.from_diffusers(config_of(m)), dtype=torch.float16)
+    return [fd, m], fd, lambda x, t, y: m(x, timestep=t, class_labels=y, return_dict=False)[0], inputs, False
+
+
+def vae_decode():
+    inputs = (torch.randn(1, 4, 64, 64),)
+    if diffusers is None:
+        fd = VAE(VAEConfig.sd())
+        return [fd], fd.decode, None, inputs, True
+    m = diffusers.AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                                block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+                                sample_size=512)
+    fd = from_pretrained(m.state_dict(), config=VAEConfig.from_diffusers(config_of(m)), dtype=torch.float16)
+    return [fd, m], fd.decode, lambda z: m.decode(z, return_dict=False)[0], inputs, True
+
+
+CASES = {"sd15 unet": sd15_unet, "dit-xl/2": dit_xl2, "vae decode": vae_decode}
+
+
+def on_torch_backend(fn):
+    def run(*args):
+        with ops.use_backend("torch"):
+            return fn(*args)
+    return run
+
+
+def first_call_s(fn, inputs) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn(*inputs)
+    torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def main():
+    require_gpu()
+    ceiling = matmul_flops()
+    base = "diffusers eager" if diffusers is not None else "fastdiff torch backend"
+    rows = []
+    for name, build in CASES.items():
+        torch.manual_seed(0)
+        with torch.device("cuda"):
+            models, fd_call, df_call, inputs, conv = build()
+        for m in models:
+            m.half().eval()
+        inputs = tuple(x.half() if x.is_floating_point() else x for x in inputs)
+        if conv:
+            for m in models:
+                m.to(memory_format=torch.channels_last)
+            inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
+        impls = {"fastdiff": fd_call, "fastdiff torch backend": on_torch_backend(fd_call),
+                 "fastdiff + torch.compile": torch.compile(fd_call)}
+        if df_call:
+            impls.update({"diffusers eager": df_call, "diffusers + torch.compile": torch.compile(df_call)})
+        times = {}
+        for impl, fn in impls.items():
+            first = first_call_s(fn, inputs)
+            # One input set: the weights alone exceed L2, so there is no cache-resident rerun to avoid.
+            times[impl] = first, time_ms(fn, [inputs], warmup_ms=200, rep_ms=1000)
+        with FlopCounterMode(display=False) as counter, ops.use_backend("torch"):  # after: keeps first calls cold
+            fd_call(*inputs)
+        flops = counter.get_total_flops()
+        rows += [{"model": name, "impl": impl, "ms": round(ms, 3), f"vs {base}": round(times[base][1] / ms, 2),
+                  "first call s": round(first, 2), "TFLOP/s": round(flops / ms / 1e9, 1),
+                  "of matmul peak": round(flops / ms * 1e3 / ceiling, 3)} for impl, (first, ms) in times.items()]
+        del models, fd_call, df_call, inputs, impls
+        torch._dynamo.reset()
+        gc.collect()
+        torch.cuda.empty_cache()
+    report("models", rows, ["model", "impl", "ms", f"vs {base}", "first call s", "TFLOP/s", "of matmul peak"])
+    print(f"fp16 matmul {ceiling / 1e12:.0f} TFLOP/s on {env_info()['device']}")
+
+
+if __name__ == "__main__":
+    main()
