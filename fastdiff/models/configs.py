@@ -21,7 +21,9 @@ def _per_level(value, n: int, name: str) -> tuple:
 
 def _unsupported(cls: str, cfg: dict, allowed: dict) -> None:
     """Raise listing every diffusers setting that differs from the one value fastdiff implements."""
-    bad = [f"{k}={cfg[k]!r} (expected {v!r})" for k, v in allowed.items() if k in cfg and cfg[k] != v]
+    def same(a, b):  # a model's in-memory config holds tuples where config.json has lists
+        return list(a) == list(b) if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)) else a == b
+    bad = [f"{k}={cfg[k]!r} (expected {v!r})" for k, v in allowed.items() if k in cfg and not same(cfg[k], v)]
     if bad:
         raise ValueError(f"fastdiff.models.configs: {cls} config.json has settings fastdiff does not implement: "
                          + ", ".join(bad))
@@ -143,8 +145,9 @@ class UNetConfig:
 class DiTConfig:
     """DiT (Peebles & Xie, 2023); defaults: DiT-XL/2 at 256px. input_size is the latent side.
 
-    freq_shift is the timestep embedding's frequency offset: 0 in the original DiT, 1 in diffusers'
-    DiTTransformer2DModel (which therefore computes slightly different embeddings)."""
+    diffusers' DiTTransformer2DModel computes slightly differently from the original: its timestep
+    embedding's frequency offset freq_shift is 1 (0 in the original) and the LayerNorm before each
+    MLP has eps mlp_norm_eps = its norm_eps (1e-5 by default; 1e-6 in the original)."""
     input_size: int = 32
     patch_size: int = 2
     in_channels: int = 4
@@ -155,6 +158,7 @@ class DiTConfig:
     num_classes: int = 1000
     learn_sigma: bool = True
     freq_shift: int = 0
+    mlp_norm_eps: float = 1e-6
 
     @property
     def sample_size(self) -> int:
@@ -195,7 +199,8 @@ class DiTConfig:
         heads, head_dim = cfg.get("num_attention_heads", 16), cfg.get("attention_head_dim", 72)
         return cls(input_size=cfg.get("sample_size", 32), patch_size=cfg.get("patch_size", 2), in_channels=inp,
                    hidden_size=heads * head_dim, depth=cfg.get("num_layers", 28), num_heads=heads,
-                   num_classes=cfg.get("num_embeds_ada_norm", 1000), learn_sigma=out == 2 * inp, freq_shift=1)
+                   num_classes=cfg.get("num_embeds_ada_norm", 1000), learn_sigma=out == 2 * inp, freq_shift=1,
+                   mlp_norm_eps=cfg.get("norm_eps", 1e-5))
 
 
 @dataclass(frozen=True)

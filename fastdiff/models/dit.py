@@ -62,11 +62,11 @@ class Mlp(nn.Module):
 class DiTBlock(nn.Module):
     """Self-attention and MLP, each modulated (shift, scale) and gated by the conditioning."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, mlp_norm_eps: float):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(dim, heads, dim // heads, qkv_bias=True)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=mlp_norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
@@ -100,7 +100,8 @@ class DiT(nn.Module):
         self.y_embedder = LabelEmbedding(c.num_classes, c.hidden_size)
         # Fixed, but kept in the state dict as in the original DiT checkpoints.
         self.register_buffer("pos_embed", sincos_pos_embed(c.hidden_size, c.input_size // c.patch_size))
-        self.blocks = nn.ModuleList(DiTBlock(c.hidden_size, c.num_heads, c.mlp_ratio) for _ in range(c.depth))
+        self.blocks = nn.ModuleList(DiTBlock(c.hidden_size, c.num_heads, c.mlp_ratio, c.mlp_norm_eps)
+                                    for _ in range(c.depth))
         self.final_layer = FinalLayer(c.hidden_size, c.patch_size, c.out_channels)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
