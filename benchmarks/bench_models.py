@@ -49,11 +49,6 @@ def _attention_flops(q_shape, k_shape, *args, out_shape=None, **kwargs) -> int:
     return 4 * b * h * sq * k_shape[1] * d
 
 
-def config_of(m) -> dict:
-    """A diffusers model's config as config.json holds it (lists, not tuples): what from_diffusers checks."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in m.config.items()}
-
-
 # Each case: (models, fastdiff call, diffusers call or None, inputs, conv model), built on the current device.
 
 def sd15_unet():
@@ -62,7 +57,7 @@ def sd15_unet():
         fd = UNet(UNetConfig.sd15())
         return [fd], fd, None, inputs, True
     m = diffusers.UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-    fd = from_pretrained(m.state_dict(), config=UNetConfig.from_diffusers(config_of(m)), dtype=torch.float16)
+    fd = from_pretrained(m.state_dict(), config=UNetConfig.from_diffusers(dict(m.config)), dtype=torch.float16)
     return [fd, m], fd, lambda x, t, c: m(x, t, encoder_hidden_states=c, return_dict=False)[0], inputs, True
 
 
@@ -76,7 +71,7 @@ def dit_xl2():
     # checkpoints); fastdiff keeps one and from_pretrained insists the copies agree.
     for block in m.transformer_blocks[1:]:
         block.norm1.emb.load_state_dict(m.transformer_blocks[0].norm1.emb.state_dict())
-    fd = from_pretrained(m.state_dict(), config=DiTConfig.from_diffusers(config_of(m)), dtype=torch.float16)
+    fd = from_pretrained(m.state_dict(), config=DiTConfig.from_diffusers(dict(m.config)), dtype=torch.float16)
     return [fd, m], fd, lambda x, t, y: m(x, timestep=t, class_labels=y, return_dict=False)[0], inputs, False
 
 
@@ -88,7 +83,7 @@ def vae_decode():
     m = diffusers.AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                                 block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                                 sample_size=512)
-    fd = from_pretrained(m.state_dict(), config=VAEConfig.from_diffusers(config_of(m)), dtype=torch.float16)
+    fd = from_pretrained(m.state_dict(), config=VAEConfig.from_diffusers(dict(m.config)), dtype=torch.float16)
     return [fd, m], fd.decode, lambda z: m.decode(z, return_dict=False)[0], inputs, True
 
 
