@@ -77,7 +77,8 @@ __global__ void __launch_bounds__(kThreads) sampler_step_kernel(
 
 Status cfg_combine(const void* uncond, const void* cond, void* out, int64_t n, DType dtype, float scale,
                    cudaStream_t stream) {
-  if (n <= 0) return {};
+  if (n < 0) return Status::invalid("n must be >= 0");
+  if (n == 0) return {};
   return dispatch_dtype(dtype, [&](auto t) {
     using T = decltype(t);
     int blocks = 0;
@@ -96,7 +97,8 @@ Status cfg_combine(const void* uncond, const void* cond, void* out, int64_t n, D
 Status sampler_step(const void* x, const void* model_out, DType model_dtype, const void* prev, const void* noise,
                     void* x_next, void* d, int64_t n, DType dtype, SamplerCoeffs coeffs, const float* device_coeffs,
                     bool guided, float guidance_scale, cudaStream_t stream) {
-  if (n <= 0) return {};
+  if (n < 0) return Status::invalid("n must be >= 0");
+  if (n == 0) return {};
   return dispatch_dtype(dtype, [&](auto t) {
     using T = decltype(t);
     return dispatch_dtype(model_dtype, [&](auto mt) {

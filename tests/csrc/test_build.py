@@ -46,3 +46,16 @@ def test_example_program_builds_against_the_headers(example):
 def test_example_program_runs(example):
     out = subprocess.run([str(example)], capture_output=True, text=True)
     assert out.returncode == 0 and "PASS" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
+def test_cmake_builds_the_static_library_and_example(tmp_path):
+    build = tmp_path / "build"
+    for cmd in (["cmake", "-S", CSRC, "-B", build, "-DCMAKE_CUDA_ARCHITECTURES=80",
+                 f"-DCMAKE_CUDA_COMPILER={NVCC}"],
+                ["cmake", "--build", build, "-j", "2"],
+                ["cmake", "--install", build, "--prefix", tmp_path / "prefix"]):
+        out = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+        assert out.returncode == 0, (out.stdout + out.stderr)[-4000:]
+    assert (build / "run_ops").exists() and (tmp_path / "prefix" / "lib" / "libfastdiff.a").exists()
+    assert (tmp_path / "prefix" / "include" / "fastdiff" / "group_norm.h").exists()
