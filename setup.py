@@ -110,7 +110,8 @@ setup(
     packages=find_packages(include=["fastdiff", "fastdiff.*"]) + ["fastdiff._triton"],
     package_dir={"fastdiff": "fastdiff", "fastdiff._triton": "kernels"},
     # The built-in default models ship with the package.
-    package_data={"fastdiff.training": ["weights/*.safetensors", "weights/*.csv", "weights/*.json"]},
+    package_data={"fastdiff": ["measured.json"],
+                  "fastdiff.training": ["weights/*.safetensors", "weights/*.csv", "weights/*.json"]},
     ext_modules=cuda_extensions(),
     cmdclass={"build_ext": BuildCuda},
 )

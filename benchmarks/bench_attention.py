@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from common import env_info, matmul_flops, report, require_gpu, rotations, time_ms
+from common import auto_case, env_info, matmul_flops, report, require_gpu, rotations, time_backends, time_ms
 from fastdiff import backends, ops
 
 # (name, B, Sq, Sk, H, D)
@@ -26,7 +26,7 @@ def main():
     require_gpu()
     ceiling = matmul_flops()
     compiled = torch.compile(sdpa)
-    rows = []
+    rows, auto = [], []
     for name, b, sq, sk, h, d in SHAPES:
         nbytes = 2 * (2 * b * sq * h * d + 2 * b * sk * h * d)
         inputs = [tuple(torch.randn(b, s, h, d, device="cuda", dtype=torch.float16) for s in (sq, sk, sk))
@@ -41,22 +41,16 @@ def main():
             except RuntimeError:  # this backend does not take the shape here
                 pass
         times["torch.compile sdpa"] = time_ms(compiled, inputs)
-        for backend in ("triton", "cuda"):
-            if backends.BACKENDS[backend].not_supported_reasons(
-                    "attention", backends.Inputs(torch.device("cuda"), torch.float16, head_dim=d, seq_k=sk)):
-                continue
-
-            def run(q, k, v, backend=backend):
-                with ops.use_backend(backend):
-                    return ops.attention(q, k, v)
-            times[backend] = time_ms(run, inputs)
+        desc = backends.Inputs(torch.device("cuda"), torch.float16, head_dim=d, seq_k=sk, numel=b * sq * h * d)
+        times.update(time_backends("attention", desc, ops.attention, inputs))
+        auto.append(auto_case("attention", desc, times))
         best = min(ms for impl, ms in times.items() if impl.startswith("sdpa"))
         flops = 4 * b * h * sq * sk * d
         for impl, ms in times.items():
             rows.append({"shape": name, "impl": impl, "us": round(ms * 1e3, 1),
                          "TFLOP/s": round(flops / ms / 1e9, 1),
                          "of matmul peak": round(flops / ms * 1e3 / ceiling, 3), "vs best sdpa": round(best / ms, 2)})
-    report("attention", rows, ["shape", "impl", "us", "TFLOP/s", "of matmul peak", "vs best sdpa"])
+    report("attention", rows, ["shape", "impl", "us", "TFLOP/s", "of matmul peak", "vs best sdpa"], auto)
     print(f"fp16 matmul {ceiling / 1e12:.0f} TFLOP/s on {env_info()['device']}")
 
 

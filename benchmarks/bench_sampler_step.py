@@ -7,7 +7,8 @@ import argparse
 
 import torch
 
-from common import copy_bandwidth, env_info, report, require_gpu, rotations, time_ms
+from common import (auto_case, copy_bandwidth, env_info, report, require_gpu, rotations, time_backends,
+                    time_ms)
 from fastdiff import backends, ops, reference
 
 # (name, latent shape, dtype, uses prev): the anchors of DESIGN.md first.
@@ -33,28 +34,24 @@ def main():
     ceiling = copy_bandwidth()
     eager = lambda x, m, prev: reference.sampler_step(x, m, COEFFS, guidance_scale=7.5, prev=prev)  # noqa: E731
     compiled = torch.compile(eager)
-    rows = []
+    rows, auto = [], []
     for name, shape, dtype, with_prev in CASES:
         n = torch.Size(shape).numel() * torch.finfo(dtype).bits // 8
         nbytes = n * (1 + 2 + (1 if with_prev else 0) + 2)
         inputs = [make_inputs(shape, dtype, with_prev) for _ in range(rotations(nbytes))]
         times = {"torch eager": time_ms(eager, inputs), "torch.compile": time_ms(compiled, inputs)}
-        for backend in ("triton", "cuda"):
-            x = inputs[0][0]
-            if backends.BACKENDS[backend].not_supported_reasons("sampler_step", backends.Inputs(x.device, x.dtype)):
-                continue
-
-            def run(x, m, prev, backend=backend):
-                with ops.use_backend(backend):
-                    return ops.sampler_step(x, m, COEFFS, guidance_scale=7.5, prev=prev)
-            times[backend] = time_ms(run, inputs)
+        x = inputs[0][0]
+        desc = backends.Inputs(x.device, x.dtype, numel=x.numel())
+        times.update(time_backends("sampler_step", desc, lambda x, m, prev: ops.sampler_step(
+            x, m, COEFFS, guidance_scale=7.5, prev=prev), inputs))
+        auto.append(auto_case("sampler_step", desc, times))
         for impl, ms in times.items():
             rows.append({"case": name, "shape": str(shape), "dtype": str(dtype).removeprefix("torch."),
                          "impl": impl, "us": round(ms * 1e3, 2), "GB/s": round(nbytes / ms / 1e6, 1),
                          "of copy bw": round(nbytes / ms * 1e3 / ceiling, 3),
                          "vs eager": round(times["torch eager"] / ms, 2),
                          "vs compile": round(times["torch.compile"] / ms, 2)})
-    report("sampler_step", rows, ["case", "dtype", "impl", "us", "GB/s", "of copy bw", "vs eager", "vs compile"])
+    report("sampler_step", rows, ["case", "dtype", "impl", "us", "GB/s", "of copy bw", "vs eager", "vs compile"], auto)
     print(f"copy bandwidth {ceiling / 1e12:.2f} TB/s on {env_info()['device']}")
 
 

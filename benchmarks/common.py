@@ -45,6 +45,33 @@ def time_ms(fn, inputs: list[tuple], warmup_ms: int = 25, rep_ms: int = 100) -> 
     return triton.testing.do_bench(call, warmup=warmup_ms, rep=rep_ms, return_mode="median")
 
 
+FASTDIFF_BACKENDS = ("torch", "triton", "cuda")  # "torch": fastdiff's reference backend
+
+
+def time_backends(op: str, desc, call, inputs: list[tuple]) -> dict:
+    """{backend: median ms} of call(*inputs[i]) forced onto each fastdiff backend that can run
+    `desc` (a fastdiff.backends.Inputs)."""
+    from fastdiff import backends, ops
+
+    times = {}
+    for name in FASTDIFF_BACKENDS:
+        if backends.BACKENDS[name].not_supported_reasons(op, desc):
+            continue
+
+        def run(*args, name=name):
+            with ops.use_backend(name):
+                return call(*args)
+        times[name] = time_ms(run, inputs)
+    return times
+
+
+def auto_case(op: str, desc, times: dict) -> dict:
+    """The measured case for fastdiff/measured.json: fastdiff's backends, fastest first."""
+    from fastdiff import measured
+
+    return measured.case(op, desc, sorted((b for b in times if b in FASTDIFF_BACKENDS), key=times.get))
+
+
 def copy_bandwidth() -> float:
     """Measured device copy bandwidth in bytes/s, counting bytes read plus bytes written."""
     src = torch.empty(2**28, dtype=torch.uint8, device="cuda")
@@ -80,13 +107,15 @@ def env_info() -> dict:
             "commit": commit}
 
 
-def report(name: str, rows: list[dict], columns: list[str]) -> None:
-    """Print rows as an aligned table and save them with env_info() as results/<name>.json."""
+def report(name: str, rows: list[dict], columns: list[str], auto: list[dict] | None = None) -> None:
+    """Print rows as an aligned table and save them with env_info() (and the measured backend
+    orders, which benchmarks/record_auto.py collects) as results/<name>.json."""
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) if rows else len(c) for c in columns}
     print("  ".join(c.ljust(widths[c]) for c in columns))
     for r in rows:
         print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns))
     out = ROOT / "results"
     os.makedirs(out, exist_ok=True)
-    (out / f"{name}.json").write_text(json.dumps({"env": env_info(), "rows": rows}, indent=1))
+    data = {"env": env_info(), "rows": rows, **({"auto": auto} if auto else {})}
+    (out / f"{name}.json").write_text(json.dumps(data, indent=1))
     print(f"saved {out / (name + '.json')}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # On a GPU machine: build fastdiff (with fastdiff._C), run every test (the GPU ones included) and
-# every benchmark, in one go. Results land in results/ (and in $OUT when it is set).
+# every benchmark, in one go. Results land in results/ (and in $OUT when it is set), the measured
+# backend orders in fastdiff/measured.json.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -12,9 +13,11 @@ for script in benchmarks/bench_*.py; do
     echo "== $script"
     python "$script" || status=1
 done
+python benchmarks/record_auto.py || status=1  # the measured backend orders, for auto
 if [ -n "${OUT:-}" ]; then
     mkdir -p "$OUT/results"
     cp results/*.json "$OUT/results/" 2>/dev/null
+    cp fastdiff/measured.json "$OUT/" 2>/dev/null
     cp results-tests.log "$OUT/" 2>/dev/null
 fi
 exit $status

@@ -31,6 +31,7 @@ class Inputs:
     head_dim: Optional[int] = None
     seq_k: Optional[int] = None
     channels_last: bool = False
+    numel: Optional[int] = None  # elements of the main input: what measured choices are keyed on
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,9 +132,9 @@ BACKENDS: dict[str, Backend] = {
     }, "fastdiff.cuda_ops"),
 }
 
-# `auto` tries these in order and takes the first that can run the inputs; the torch reference
-# is always last, so every input runs somewhere. The order is the expected one (fused kernels
-# before the reference); it is to be replaced by per-shape measurements on an H100.
+# `auto` tries, on a GPU with measurements in fastdiff/measured.json, the backends in the order
+# measured for the nearest shape; otherwise these orders. Either way it takes the first backend
+# that can run the inputs, and the torch reference comes last, so every input runs somewhere.
 AUTO_ORDER: dict[str, tuple[str, ...]] = {
     # SDPA's cuDNN and flash kernels are the bar; the untuned Triton kernel has not been measured
     # against them yet, so auto keeps the reference (which calls SDPA).
@@ -172,9 +173,22 @@ class BackendUnavailable(RuntimeError):
     pass
 
 
+@functools.lru_cache(maxsize=None)
+def _device_name(index: int) -> str:
+    return torch.cuda.get_device_name(index)
+
+
 def _auto_candidates(op: str, inputs: Inputs) -> tuple[str, ...]:
     # On the CPU the interpreter exists for tests only: auto never picks it.
-    return AUTO_ORDER[op] if inputs.device.type == "cuda" else ("torch",)
+    if inputs.device.type != "cuda":
+        return ("torch",)
+    from . import measured
+
+    index = inputs.device.index if inputs.device.index is not None else torch.cuda.current_device()
+    order = measured.order(_device_name(index), op, inputs)
+    if order is None:
+        return AUTO_ORDER[op]
+    return tuple(dict.fromkeys(order + AUTO_ORDER[op] + ("torch",)))  # measured first, each once
 
 
 def select(op: str, inputs: Inputs) -> Backend:
@@ -196,7 +210,7 @@ def explain_inputs(op: str, inputs: Inputs) -> str:
     """A human-readable account of which backend runs `op` on these inputs, and why."""
     lines = [f"fastdiff.{op} on {inputs.device.type} {str(inputs.dtype).removeprefix('torch.')}"
              f", requested backend: {requested()}"]
-    order = AUTO_ORDER[op]
+    order = _auto_candidates(op, inputs)
     for name in order + tuple(n for n in BACKENDS if n not in order):
         reasons = BACKENDS[name].not_supported_reasons(op, inputs)
         lines.append(f"  {name:7s} " + ("can run" if not reasons else "cannot: " + "; ".join(reasons)))

@@ -87,3 +87,46 @@ def test_a_backend_without_the_launcher_says_so(monkeypatch):
     monkeypatch.setitem(backends.BACKENDS["triton"].ops, "conv", backends.OpSupport(frozenset({torch.float32})))
     reasons = backends.BACKENDS["triton"].not_supported_reasons("conv", _inputs(dtype=torch.float32))
     assert reasons == ["fastdiff._triton has no conv launcher"]
+
+
+CUDA = torch.device("cuda")
+MEASURED = {"GPU X": {
+    "group_norm": [{"dtype": "float16", "channels_last": False, "numel": 2 ** 20, "order": ["cuda", "torch", "triton"]},
+                   {"dtype": "float16", "channels_last": False, "numel": 2 ** 27, "order": ["triton", "cuda", "torch"]},
+                   {"dtype": "float16", "channels_last": True, "numel": 2 ** 20, "order": ["torch", "triton"]}],
+    "attention": [{"dtype": "float16", "channels_last": False, "numel": 2 ** 22, "head_dim": 64, "seq_k": 77,
+                   "order": ["cuda", "torch"]},
+                  {"dtype": "float16", "channels_last": False, "numel": 2 ** 22, "head_dim": 64, "seq_k": 4096,
+                   "order": ["torch", "triton"]}]}}
+
+
+def test_measured_order_takes_the_nearest_case():
+    from fastdiff import measured
+
+    def order(op, **kw):
+        return measured.order("GPU X", op, backends.Inputs(CUDA, torch.float16, **kw), MEASURED)
+    assert order("group_norm", numel=2 ** 21) == ("cuda", "torch", "triton")
+    assert order("group_norm", numel=2 ** 26) == ("triton", "cuda", "torch")
+    assert order("group_norm", numel=2 ** 26, channels_last=True) == ("torch", "triton")
+    assert order("attention", numel=2 ** 20, head_dim=40, seq_k=154) == ("cuda", "torch")
+    assert order("attention", numel=2 ** 24, head_dim=64, seq_k=1024) == ("torch", "triton")
+    # nothing measured: no order
+    assert order("sampler_step", numel=2 ** 20) is None
+    assert measured.order("GPU Y", "group_norm", backends.Inputs(CUDA, torch.float16, numel=8), MEASURED) is None
+    assert measured.order("GPU X", "group_norm", backends.Inputs(CUDA, torch.bfloat16, numel=8), MEASURED) is None
+
+
+def test_auto_follows_the_measured_order(monkeypatch):
+    from fastdiff import measured
+
+    monkeypatch.setattr(measured, "table", lambda: MEASURED)
+    monkeypatch.setattr(backends, "_device_name", lambda index: "GPU X")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    candidates = backends._auto_candidates
+    big = backends.Inputs(CUDA, torch.float16, numel=2 ** 27)
+    assert candidates("group_norm", big) == ("triton", "cuda", "torch")
+    # unmeasured backends of the static order follow the measured ones; torch stays last
+    assert candidates("attention", backends.Inputs(CUDA, torch.float16, numel=2 ** 22, head_dim=64, seq_k=77)) \
+        == ("cuda", "torch")
+    assert candidates("cfg_combine", big) == backends.AUTO_ORDER["cfg_combine"]
+    assert candidates("group_norm", backends.Inputs(torch.device("cpu"), torch.float16, numel=2 ** 27)) == ("torch",)

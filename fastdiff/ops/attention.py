@@ -11,7 +11,7 @@ from ._common import check_float, check_match, check_tensor, launcher, needs_aut
 
 
 def _inputs(q: torch.Tensor, k: torch.Tensor) -> backends.Inputs:
-    return backends.Inputs(q.device, q.dtype, head_dim=q.shape[-1], seq_k=k.shape[1])
+    return backends.Inputs(q.device, q.dtype, head_dim=q.shape[-1], seq_k=k.shape[1], numel=q.numel())
 
 
 @torch.library.custom_op("fastdiff::attention", mutates_args=())

@@ -11,7 +11,7 @@ from ._common import check_float, check_match, check_tensor, launcher, needs_aut
 
 
 def _inputs(x: torch.Tensor) -> backends.Inputs:
-    return backends.Inputs(x.device, x.dtype, channels_last=is_channels_last(x))
+    return backends.Inputs(x.device, x.dtype, channels_last=is_channels_last(x), numel=x.numel())
 
 
 @torch.library.custom_op("fastdiff::group_norm", mutates_args=())

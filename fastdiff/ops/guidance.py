@@ -19,7 +19,7 @@ from ._common import check_float, check_match, check_tensor, launcher, needs_aut
 
 
 def _inputs(t: torch.Tensor) -> backends.Inputs:
-    return backends.Inputs(t.device, t.dtype, channels_last=is_channels_last(t))
+    return backends.Inputs(t.device, t.dtype, channels_last=is_channels_last(t), numel=t.numel())
 
 
 # --- cfg_combine -------------------------------------------------------------------------------

@@ -53,7 +53,8 @@ def original_checkpoint(ref):
              "proj_out_1.": "final_layer.adaLN_modulation.1.", "proj_out_2.": "final_layer.linear."}
     for i in range(ref.config.num_layers):
         b = f"transformer_blocks.{i}."
-        table.update({b + "norm1.linear.": f"blocks.{i}.adaLN_modulation.1.", b + "attn1.to_out.0.": f"blocks.{i}.attn.proj.",
+        table.update({b + "norm1.linear.": f"blocks.{i}.adaLN_modulation.1.",
+                      b + "attn1.to_out.0.": f"blocks.{i}.attn.proj.",
                       b + "ff.net.0.proj.": f"blocks.{i}.mlp.fc1.", b + "ff.net.2.": f"blocks.{i}.mlp.fc2."})
         for kind in ("weight", "bias"):
             out[f"blocks.{i}.attn.qkv.{kind}"] = torch.cat([sd[f"{b}attn1.to_{p}.{kind}"] for p in "qkv"])
@@ -69,7 +70,8 @@ def test_dit_matches_diffusers(tmp_path):
     ref = diffusers_dit("learned_sigma")
     ref.save_pretrained(tmp_path)
     model, model64 = from_pretrained(tmp_path), DiT.from_pretrained(tmp_path, dtype=torch.float64)
-    assert isinstance(model, DiT) and model.config.learn_sigma and model.config.freq_shift == 1 and model.config.mlp_norm_eps == 1e-5
+    c = model.config
+    assert isinstance(model, DiT) and c.learn_sigma and c.freq_shift == 1 and c.mlp_norm_eps == 1e-5
     assert_matches(model, ref, model64, inputs(ref), ours, theirs)
 
 
