@@ -8,6 +8,8 @@ import sys
 
 COMMANDS = {
     "sample": ("fastdiff.sampling.cli", "sample images from a prompt or class and save a PNG grid"),
+    "train": ("fastdiff.training.cli", "train the built-in default models on procedural scenes"),
+    "eval": ("fastdiff.training.evaluate", "prompt accuracy of the built-in models over CFG scales and samplers"),
 }
 
 

@@ -12,15 +12,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="a checkpoint directory (loaded with fastdiff.models.from_pretrained), or unet/dit for "
                         "that built-in model; default: the built-in default model")
-    p.add_argument("--prompt", default="", help="the prompt of a text-conditioned model")
+    p.add_argument("prompt", nargs="*", default=[""],
+                   help="prompts of a text-conditioned model: --n images each, one row per prompt")
     p.add_argument("--class-label", type=int, default=0, help="the class of a class-conditional model")
     p.add_argument("--sampler", choices=sorted(SAMPLERS), default=None, help="default: the model's")
     p.add_argument("--steps", type=int, default=None, help="sampler steps; default: the model's")
     p.add_argument("--cfg", type=float, default=None,
                    help="guidance scale (1 turns guidance off); default: the model's")
     p.add_argument("--seed", type=int, default=0, help="seeds the initial noise and every noise draw")
-    p.add_argument("--n", type=int, default=4, help="number of images")
+    p.add_argument("--n", type=int, default=4, help="images per prompt or class")
     p.add_argument("--out", default="samples.png", help="PNG path of the image grid")
+    p.add_argument("--scale", type=int, default=1, help="enlarge the grid this many times (nearest pixel)")
     p.add_argument("--device", default=None, help="default: cuda when available, else cpu")
     p.add_argument("--backend", choices=["auto", "torch", "triton", "cuda"], default="auto", help="op backend")
     p.add_argument("--no-graph", action="store_true", help="run the steps eagerly instead of as a CUDA graph")
@@ -72,13 +74,16 @@ def run(args) -> int:
     steps = args.steps or opts["steps"]
     scale = opts["guidance_scale"] if args.cfg is None else args.cfg
     guidance = None if scale == 1 else scale
-    items = [args.prompt if bundle.takes == "prompt" else args.class_label] * args.n
+    if args.n < 1 or args.scale < 1:
+        return _fail("--n and --scale must be at least 1")
+    labels = args.prompt if bundle.takes == "prompt" else [args.class_label]
+    items = [item for item in labels for _ in range(args.n)]
     cond = bundle.condition(items, guidance is not None)
     pipe = Pipeline(bundle.denoise, bundle.schedule, prediction_type=bundle.prediction_type, vae=bundle.vae,
                     cuda_graph=not args.no_graph)
     with ops.use_backend(args.backend), torch.no_grad():
-        latents = pipe.sample((args.n, *bundle.latent_shape), sampler, steps, cond=cond, guidance_scale=guidance,
+        latents = pipe.sample((len(items), *bundle.latent_shape), sampler, steps, cond=cond, guidance_scale=guidance,
                               seed=args.seed, device=device, dtype=bundle.dtype, progress=not args.quiet)
         images = pipe.decode(latents) if bundle.vae is not None else latents
-    print(save_png(images.clamp(-1, 1), args.out))
+    print(save_png(images.clamp(-1, 1), args.out, cols=args.n, scale=args.scale))
     return 0

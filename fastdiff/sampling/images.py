@@ -32,9 +32,15 @@ def grid(pils: list, cols: Optional[int] = None):
     return sheet
 
 
-def save_png(images: torch.Tensor, path, cols: Optional[int] = None) -> Path:
-    """Save (N, C, H, W) images in [-1, 1] as one PNG grid; returns the path."""
+def save_png(images: torch.Tensor, path, cols: Optional[int] = None, scale: int = 1) -> Path:
+    """Save (N, C, H, W) images in [-1, 1] as one PNG grid, enlarged `scale` times with nearest
+    pixels (for small images); returns the path."""
+    from PIL import Image
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid(to_pil(images), cols).save(path, format="PNG")
+    sheet = grid(to_pil(images), cols)
+    if scale != 1:
+        sheet = sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST)
+    sheet.save(path, format="PNG")
     return path

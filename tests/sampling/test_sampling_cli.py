@@ -29,16 +29,27 @@ def test_sample_writes_a_png(tmp_path, monkeypatch):
     calls = []
     unet = _stand_in(monkeypatch, calls)
     out = tmp_path / "grid.png"
-    args = ["sample", "--prompt", "a red circle", "--n", "3", "--steps", "4", "--sampler", "euler_a",
+    args = ["sample", "a red circle", "--n", "3", "--steps", "4", "--sampler", "euler_a",
             "--seed", "5", "--cfg", "6", "--device", "cpu", "--out", str(out), "--quiet"]
     assert cli.main(args) == 0
     assert calls == [(None, "cpu")] and unet.calls == [6] * 4  # CFG batch of 2 x 3, one forward per step
     with Image.open(out) as im:
         first = im.copy()
-    assert first.size == (32, 32)
+    assert first.size == (48, 16)  # a row of 3 images
     assert cli.main(args) == 0
     with Image.open(out) as im:
         assert im.tobytes() == first.tobytes()  # same seed, same image
+
+
+def test_sample_several_prompts_in_rows(tmp_path, monkeypatch):
+    unet = _stand_in(monkeypatch, [])
+    out = tmp_path / "grid.png"
+    args = ["sample", "a red circle", "a blue square", "--n", "2", "--steps", "2", "--scale", "3", "--device", "cpu",
+            "--out", str(out), "--quiet"]
+    assert cli.main(args) == 0 and unet.calls == [8] * 2  # 2 prompts x 2 images, doubled for CFG
+    with Image.open(out) as im:
+        assert im.size == (2 * 16 * 3, 2 * 16 * 3)
+    assert cli.main(args[:-1] + ["--quiet", "--scale", "0"]) == 2
 
 
 def test_sample_without_a_default_model(monkeypatch, capsys):
