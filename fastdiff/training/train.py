@@ -92,7 +92,7 @@ def encode(vae, images: torch.Tensor, g: torch.Generator | None = None) -> torch
     return z * vae.config.scaling_factor
 
 
-def train_vae(vae, steps: int = 1000, batch: int = 32, seed: int = 0, out_dir=None, kl_weight: float = 1e-3,
+def train_vae(vae, steps: int = 1500, batch: int = 32, seed: int = 0, out_dir=None, kl_weight: float = 1e-3,
               lr: float = 2e-3):
     """Reconstruction MSE plus a small KL to N(0, I); then sets config.scaling_factor to 1 / the
     latents' standard deviation (as Stable Diffusion's 0.18215) so the diffusion models see unit
@@ -115,7 +115,7 @@ def train_vae(vae, steps: int = 1000, batch: int = 32, seed: int = 0, out_dir=No
     return checkpoint.save(vae, "vae", config_dict(vae), out_dir), losses
 
 
-def train_unet(unet, text_encoder, vae, steps: int = 1500, batch: int = 64, seed: int = 0, out_dir=None,
+def train_unet(unet, text_encoder, vae, steps: int = 2500, batch: int = 64, seed: int = 0, out_dir=None,
                p_uncond: float = 0.1, lr: float = 1e-3):
     """The latent U-Net and its text encoder together, through the diffusion loss, on frozen VAE
     latents, with caption dropout p_uncond."""
@@ -135,7 +135,7 @@ def train_unet(unet, text_encoder, vae, steps: int = 1500, batch: int = 64, seed
     return checkpoint.save(unet.eval(), "unet", config_dict(unet), out_dir), losses
 
 
-def train_dit(dit, vae, steps: int = 1500, batch: int = 64, seed: int = 0, out_dir=None, p_uncond: float = 0.1,
+def train_dit(dit, vae, steps: int = 3000, batch: int = 64, seed: int = 0, out_dir=None, p_uncond: float = 0.1,
               lr: float = 1e-3):
     """The DiT conditioned on the (colour, shape) class, label dropout p_uncond to the null class
     (label num_classes). A learned-sigma output is trained on its noise half only."""

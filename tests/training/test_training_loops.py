@@ -1,6 +1,6 @@
-"""The training loops and the sampling glue, on stand-in models (tests/training/standins.py)."""
+"""The training loops and the sampling glue, on the default models' configs (fastdiff.models), trained for a
+few steps."""
 import csv
-import sys
 
 import pytest
 import torch
@@ -9,19 +9,10 @@ from PIL import Image
 from fastdiff.sampling.images import save_png
 from fastdiff.training import checkpoint, default, evaluate, train
 
-import standins
-
-
-@pytest.fixture
-def models(monkeypatch):
-    monkeypatch.setitem(sys.modules, "fastdiff.models", standins.MODULE)
-
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Stand-ins trained for a few steps into a fresh weights folder, with the shipped classifier."""
-    mp = pytest.MonkeyPatch()
-    mp.setitem(sys.modules, "fastdiff.models", standins.MODULE)
+    """The default models trained for a few steps into a fresh weights folder, with the shipped classifier."""
     out = tmp_path_factory.mktemp("weights")
     train.train_vae(default.new("vae"), steps=30, batch=16, out_dir=out)
     vae = default.load("vae", weights_dir=out)
@@ -29,8 +20,7 @@ def trained(tmp_path_factory):
     train.train_dit(default.new("dit"), vae, steps=20, batch=16, out_dir=out)
     checkpoint.save(checkpoint.load(evaluate.classifier.AttributeClassifier(**checkpoint.config("classifier")),
                                     "classifier"), "classifier", checkpoint.config("classifier"), out)
-    yield out
-    mp.undo()
+    return out
 
 
 def _fixed_loss(denoise, vae, cond_fn):
@@ -42,7 +32,7 @@ def _fixed_loss(denoise, vae, cond_fn):
         return train.diffusion_loss(denoise, z0, cond_fn(scenes), train.schedule(), g).item()
 
 
-def test_vae_training_reduces_reconstruction_loss(models, tmp_path):
+def test_vae_training_reduces_reconstruction_loss(tmp_path):
     vae = default.new("vae")
     x = train.data.render(train.data.random_scenes(64, torch.Generator().manual_seed(5)))
     before = torch.nn.functional.mse_loss(vae.decode(vae.encode(x)[0]), x).item()
@@ -55,7 +45,7 @@ def test_vae_training_reduces_reconstruction_loss(models, tmp_path):
         assert len(list(csv.reader(f))) == 1 + 60 // 50 + 1
 
 
-def test_unet_and_dit_training_reduce_the_diffusion_loss(models, trained, tmp_path):
+def test_unet_and_dit_training_reduce_the_diffusion_loss(trained, tmp_path):
     vae = default.load("vae", weights_dir=trained)
     unet, text = default.new("unet"), default.new_text_encoder()
 
@@ -77,7 +67,7 @@ def test_caption_dropout_rate():
     assert 0.08 < captions.count("") / 4000 < 0.12 and set(captions) == {"", "a red circle"}
 
 
-def test_default_models_write_a_png(models, trained, tmp_path):
+def test_default_models_write_a_png(trained, tmp_path):
     for name in default.NAMES:
         model = default.default_model(name, weights_dir=trained)
         images = default.generate(model, ["a red circle", "a blue square"], "dpmpp_2m", 4, 7.5)
@@ -90,7 +80,7 @@ def test_default_models_write_a_png(models, trained, tmp_path):
         default.label("a circle")
 
 
-def test_eval_writes_table_and_plots(models, trained, tmp_path, monkeypatch, capsys):
+def test_eval_writes_table_and_plots(trained, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(evaluate, "SAMPLER_RUNS", (("DDIM", "ddim", 10), *evaluate.SAMPLER_RUNS[3:4]))
     parser = __import__("argparse").ArgumentParser()
     evaluate.add_arguments(parser)
