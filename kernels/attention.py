@@ -5,6 +5,7 @@ q, k, v are read through their (batch, sequence, head) strides, so views of one 
 need no copy; the head dim is padded to a power of two inside the kernel by masking. A short key
 sequence (cross-attention, e.g. 77 tokens) is covered by one key block: one pass, exact softmax.
 """
+import functools
 import math
 
 import torch
@@ -59,13 +60,28 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, H, SQ, SK, D, qk_scale,
              mask=(rows < SQ)[:, None] & dmask[None, :])
 
 
-def _config(head_dim: int, seq_k: int):
-    """(BLOCK_M, BLOCK_N, num_warps, num_stages): starting points for sm_80/sm_90, to be tuned on
-    a GPU. Up to 128 keys fit one block, so cross-attention takes a single pass."""
-    block_d = triton.next_power_of_2(head_dim)
-    block_n = triton.next_power_of_2(seq_k) if seq_k <= 128 else (64 if block_d <= 128 else 32)
+@functools.lru_cache(maxsize=None)
+def _shared_memory(device_index: int) -> int:
+    return triton.runtime.driver.active.utils.get_device_properties(device_index)["max_shared_mem"]
+
+
+def _config(head_dim: int, seq_k: int, itemsize: int, shared_memory: int):
+    """(BLOCK_M, BLOCK_N, BLOCK_D, num_warps, num_stages): starting points for sm_80/sm_90, to be tuned on
+    a GPU. Up to 128 keys fit one block, so cross-attention takes a single pass (and prefetches
+    nothing). Then shrunk until the resident Q tile and the pipelined K and V tiles fit the
+    device's shared memory (an estimate: the compiler's scratch comes on top)."""
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    block_n = max(16, triton.next_power_of_2(seq_k)) if seq_k <= 128 else (64 if block_d <= 128 else 32)
     block_m = 128 if block_d <= 128 else 64
-    return block_m, max(16, block_n), 8 if block_d >= 128 else 4, 3 if block_d <= 64 else 2
+    stages = 1 if seq_k <= block_n else (3 if block_d <= 64 else 2)
+    while itemsize * block_d * (block_m + 2 * stages * block_n) > shared_memory:
+        if stages > 1:
+            stages -= 1
+        elif block_n > 16:
+            block_n //= 2
+        else:
+            block_m //= 2
+    return block_m, block_n, block_d, 8 if block_d >= 128 else 4, stages
 
 
 def attention(q, k, v, *, scale=None):
@@ -73,11 +89,12 @@ def attention(q, k, v, *, scale=None):
     sk = k.shape[1]
     scale = 1.0 / math.sqrt(d) if scale is None else scale
     o = torch.empty((b, sq, h, d), dtype=q.dtype, device=q.device)
-    block_m, block_n, warps, stages = _config(d, sk)
+    shared_memory = _shared_memory(q.device.index) if q.is_cuda else 1 << 30  # no limit when interpreted
+    block_m, block_n, block_d, warps, stages = _config(d, sk, q.element_size(), shared_memory)
     grid = (triton.cdiv(sq, block_m), b * h)
     _attention_kernel[grid](q, k, v, o, h, sq, sk, d, float(scale) * _LOG2E,
                             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
                             v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
-                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=max(16, triton.next_power_of_2(d)),
+                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
                             IEEE=q.dtype == torch.float32, num_warps=warps, num_stages=stages)
     return o

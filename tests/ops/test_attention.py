@@ -47,9 +47,22 @@ def _check(backend, b, sq, sk, h, d, dtype, scale=None):
     (1, 33, 77, 2, 80),      # cross-attention to 77 text tokens
     (2, 20, 257, 1, 160),    # long odd key sequence, large head dim
     (1, 64, 154, 2, 64),
+    (1, 50, 77, 1, 96),
+    (1, 40, 40, 1, 32),
 ], ids=str)
 def test_attention(backend, dtype, b, sq, sk, h, d):
     _check(backend, b, sq, sk, h, d, dtype)
+
+
+@pytest.mark.parametrize("d", [32, 40, 64, 72, 80, 96, 128, 160, 256])
+@pytest.mark.parametrize("sk", [77, 257, 16384])
+def test_triton_attention_config_fits_shared_memory(d, sk):
+    config = pytest.importorskip("fastdiff._triton.attention")._config
+    for budget in (232448, 166912, 101376):  # opt-in maxima of sm_90, sm_80, sm_86/89
+        block_m, block_n, block_d, _, stages = config(d, sk, 2, budget)
+        assert block_d >= d and 2 * block_d * (block_m + 2 * stages * block_n) <= budget
+    if sk <= 128:  # on sm_90 a short key sequence stays one block: one pass, exact softmax
+        assert config(d, sk, 2, 232448)[1] >= sk
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
