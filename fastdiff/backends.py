@@ -4,7 +4,8 @@ A backend declares, per op, the dtypes, devices, layouts and head dims it runs a
 compute capability; `not_supported_reasons` turns a description of the inputs into a list of
 reasons (empty when it can run). `auto` takes the first backend of the op's preference order
 that can run; a forced backend (FASTDIFF_BACKEND or `use_backend`) that cannot run raises with
-every reason. Nothing here touches the GPU or imports a compiled module until an op runs.
+every reason, while a preferred one (`use_backend(name, fallback=True)`) gives way to auto.
+Nothing here touches the GPU or imports a compiled module until an op runs.
 """
 from __future__ import annotations
 
@@ -146,23 +147,38 @@ AUTO_ORDER: dict[str, tuple[str, ...]] = {
     "sampler_step": ("cuda", "triton", "torch"),
 }
 
-_forced: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar("fastdiff_backend", default=None)
+# (name, fallback) from `use_backend`, else None
+_forced: contextvars.ContextVar[Optional[tuple]] = contextvars.ContextVar("fastdiff_backend", default=None)
 
 
-def requested() -> str:
-    """The backend asked for: `use_backend` first, then FASTDIFF_BACKEND, else 'auto'."""
-    name = _forced.get() or os.environ.get("FASTDIFF_BACKEND", "auto") or "auto"
+def _check_name(name: str) -> str:
     if name != "auto" and name not in BACKENDS:
         raise ValueError(f"fastdiff: unknown backend {name!r}; expected auto or one of {', '.join(BACKENDS)}")
     return name
 
 
+def _request() -> tuple[str, bool]:
+    forced = _forced.get()
+    if forced:
+        return forced
+    return _check_name(os.environ.get("FASTDIFF_BACKEND", "auto") or "auto"), False
+
+
+def requested() -> str:
+    """The backend asked for: `use_backend` first, then FASTDIFF_BACKEND, else 'auto'."""
+    return _request()[0]
+
+
 @contextlib.contextmanager
-def use_backend(name: str) -> Iterator[None]:
-    """Force one backend ('torch', 'triton', 'cuda' or 'auto') for the ops run inside the block."""
-    if name != "auto" and name not in BACKENDS:
-        raise ValueError(f"fastdiff: unknown backend {name!r}; expected auto or one of {', '.join(BACKENDS)}")
-    token = _forced.set(name)
+def use_backend(name: str, *, fallback: bool = False) -> Iterator[None]:
+    """Force one backend ('torch', 'triton', 'cuda' or 'auto') for the ops run inside the block.
+
+    A forced backend that cannot run an op's inputs raises. With fallback=True it is preferred
+    instead: such an op runs on auto's choice (the torch reference at the latest), e.g.
+    `use_backend("cuda", fallback=True)` runs a whole model on the cuda kernels wherever they
+    apply, although cuda attention takes only short key sequences.
+    """
+    token = _forced.set((_check_name(name), fallback))
     try:
         yield
     finally:
@@ -191,16 +207,23 @@ def _auto_candidates(op: str, inputs: Inputs) -> tuple[str, ...]:
     return tuple(dict.fromkeys(order + AUTO_ORDER[op] + ("torch",)))  # measured first, each once
 
 
+def _candidates(op: str, inputs: Inputs, name: str, fallback: bool) -> tuple[str, ...]:
+    """The backends `select` tries, in order, for the request (name, fallback)."""
+    if name == "auto":
+        return _auto_candidates(op, inputs)
+    return tuple(dict.fromkeys((name,) + _auto_candidates(op, inputs))) if fallback else (name,)
+
+
 def select(op: str, inputs: Inputs) -> Backend:
-    name = requested()
-    if name != "auto":
+    name, fallback = _request()
+    if name != "auto" and not fallback:
         backend = BACKENDS[name]
         reasons = backend.not_supported_reasons(op, inputs)
         if reasons:
             raise BackendUnavailable(f"fastdiff.{op}: backend {name!r} cannot run these inputs: "
                                      + "; ".join(reasons))
         return backend
-    for candidate in _auto_candidates(op, inputs):
+    for candidate in _candidates(op, inputs, name, fallback):
         if not BACKENDS[candidate].not_supported_reasons(op, inputs):
             return BACKENDS[candidate]
     raise BackendUnavailable(f"fastdiff.{op}: no backend can run these inputs")
@@ -208,9 +231,11 @@ def select(op: str, inputs: Inputs) -> Backend:
 
 def explain_inputs(op: str, inputs: Inputs) -> str:
     """A human-readable account of which backend runs `op` on these inputs, and why."""
+    asked, fallback = _request()
+    preferred = " (preferred, else auto)" if fallback and asked != "auto" else ""
     lines = [f"fastdiff.{op} on {inputs.device.type} {str(inputs.dtype).removeprefix('torch.')}"
-             f", requested backend: {requested()}"]
-    order = _auto_candidates(op, inputs)
+             f", requested backend: {asked}{preferred}"]
+    order = _candidates(op, inputs, asked, fallback)  # select's order, then the backends it does not try
     for name in order + tuple(n for n in BACKENDS if n not in order):
         reasons = BACKENDS[name].not_supported_reasons(op, inputs)
         lines.append(f"  {name:7s} " + ("can run" if not reasons else "cannot: " + "; ".join(reasons)))

@@ -57,6 +57,31 @@ def test_forced_backend_error_reaches_the_caller(monkeypatch):
         ops.sampler_step(x, x, (1, 0, 1, 0, 0, 0))
 
 
+def test_preferred_backend_falls_back_where_it_cannot_run():
+    x = torch.randn(2, 8, 4, 4)
+    want = ops.group_norm(x, 4)
+    with ops.use_backend("cuda"), pytest.raises(backends.BackendUnavailable, match="not cuda"):
+        ops.group_norm(x, 4)
+    with ops.use_backend("cuda", fallback=True):
+        assert backends.requested() == "cuda"
+        assert backends.select("group_norm", _inputs()).name == "torch"
+        torch.testing.assert_close(ops.group_norm(x, 4), want, rtol=0, atol=0)
+        text = ops.explain(ops.group_norm, x, 4)
+        with ops.use_backend("torch"):  # an inner block forces again
+            assert backends.select("group_norm", _inputs()).name == "torch"
+    assert "requested backend: cuda (preferred, else auto)" in text
+    assert "cuda    cannot: device cpu is not cuda" in text and "-> runs on torch" in text
+
+
+def test_preferred_backend_runs_where_it_can(monkeypatch):
+    monkeypatch.setattr(backends, "_triton_interpret", lambda: True)
+    with ops.use_backend("triton", fallback=True):
+        assert backends.select("group_norm", _inputs(dtype=torch.float32)).name == "triton"
+        assert backends.select("group_norm", _inputs(dtype=torch.float64)).name == "torch"
+        text = backends.explain_inputs("group_norm", _inputs(dtype=torch.float32))
+    assert text.splitlines()[1].startswith("  triton  can run") and text.endswith("-> runs on triton")
+
+
 def test_explain_names_the_choice():
     q = torch.randn(1, 77, 2, 40)
     text = ops.explain(ops.attention, q, q, q)
