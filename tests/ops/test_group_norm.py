@@ -52,7 +52,10 @@ def _check(backend, shape, groups, dtype, layout="contiguous", silu=True, affine
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
-@pytest.mark.parametrize("shape, groups", [((2, 32, 5, 7), 8), ((1, 60, 9, 9), 2), ((2, 30, 3, 3), 1)], ids=str)
+# (2, 160, ...) / 16: 10 channels per group as in SD's 320 / 32, and under channels_last a last
+# block holding fewer groups than the others
+@pytest.mark.parametrize("shape, groups", [((2, 32, 5, 7), 8), ((1, 60, 9, 9), 2), ((2, 30, 3, 3), 1),
+                                           ((2, 160, 5, 6), 16)], ids=str)
 def test_group_norm(backend, dtype, layout, shape, groups):
     _check(backend, shape, groups, dtype, layout)
 
@@ -64,13 +67,28 @@ def test_group_norm_ranks_and_options(backend, shape, silu, affine):
     _check(backend, shape, 4, torch.float32, silu=silu, affine=affine)
 
 
+# Every distinct GroupNorm input of the SD1.5 and SDXL U-Nets (batch 2) and the SD VAE decoder at
+# 512px (batch 1), taken by hooking ops.group_norm in a forward of fastdiff.models on the meta device,
+# and the largest of the SDXL VAE decoder at 1024px.
+MODEL_SHAPES = [
+    ((2, 320, 32, 32), 32), ((2, 320, 64, 64), 32), ((2, 320, 128, 128), 32),
+    ((2, 640, 16, 16), 32), ((2, 640, 32, 32), 32), ((2, 640, 64, 64), 32), ((2, 640, 128, 128), 32),
+    ((2, 960, 32, 32), 32), ((2, 960, 64, 64), 32), ((2, 960, 128, 128), 32),
+    ((2, 1280, 8, 8), 32), ((2, 1280, 16, 16), 32), ((2, 1280, 32, 32), 32), ((2, 1280, 64, 64), 32),
+    ((2, 1920, 16, 16), 32), ((2, 1920, 32, 32), 32), ((2, 1920, 64, 64), 32),
+    ((2, 2560, 8, 8), 32), ((2, 2560, 16, 16), 32), ((2, 2560, 32, 32), 32),
+    ((1, 128, 512, 512), 32), ((1, 256, 256, 256), 32), ((1, 256, 512, 512), 32),
+    ((1, 512, 64, 64), 32), ((1, 512, 128, 128), 32), ((1, 512, 256, 256), 32),
+    ((1, 512, 512, 512), 32), ((1, 256, 1024, 1024), 32), ((1, 128, 1024, 1024), 32),
+]
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("shape", [(2, 320, 64, 64), (2, 960, 32, 32), (2, 1280, 8, 8), (2, 1920, 16, 16),
-                                   (1, 512, 64, 64), (1, 256, 256, 256), (1, 128, 1024, 1024)], ids=str)
-def test_group_norm_model_shapes_gpu(backend, layout, shape):
-    _check(backend, shape, 32, torch.float16, layout)
+@pytest.mark.parametrize("shape, groups", MODEL_SHAPES, ids=str)
+def test_group_norm_model_shapes_gpu(backend, layout, shape, groups):
+    _check(backend, shape, groups, torch.float16, layout)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
