@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from common import auto_case, env_info, matmul_flops, report, require_gpu, rotations, time_backends, time_ms
+from common import (auto_case, compile_static, env_info, matmul_flops, report, require_gpu, rotations, time_backends,
+                    time_ms)
 from fastdiff import backends, ops
 
 # (name, B, Sq, Sk, H, D)
@@ -25,7 +26,6 @@ def sdpa(q, k, v):
 def main():
     require_gpu()
     ceiling = matmul_flops()
-    compiled = torch.compile(sdpa)
     rows, auto = [], []
     for name, b, sq, sk, h, d in SHAPES:
         nbytes = 2 * (2 * b * sq * h * d + 2 * b * sk * h * d)
@@ -40,7 +40,7 @@ def main():
                 times[f"sdpa {label}"] = time_ms(run, inputs)
             except RuntimeError:  # this backend does not take the shape here
                 pass
-        times["torch.compile sdpa"] = time_ms(compiled, inputs)
+        times["torch.compile sdpa"] = time_ms(compile_static(sdpa), inputs)
         desc = backends.Inputs(torch.device("cuda"), torch.float16, head_dim=d, seq_k=sk, numel=b * sq * h * d)
         times.update(time_backends("attention", desc, ops.attention, inputs))
         auto.append(auto_case("attention", desc, times))

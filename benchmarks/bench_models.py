@@ -4,11 +4,14 @@
   dit-xl/2    DiT-XL/2, batch 2, 256px (2x4x32x32 latents, class labels)
   vae decode  SD VAE decode, 512px (1x4x64x64 latents)
 
-Rows: fastdiff (auto backend), fastdiff on the torch backend, torch.compile of the fastdiff model
-(fastdiff's ops stay custom ops inside the graph) and, when diffusers is importable, diffusers eager
-and torch.compile of it. With diffusers the fastdiff model gets the diffusers model's random weights
+Rows: fastdiff on auto's backends (run benchmarks/record_auto.py first, or auto keeps its static
+orders), fastdiff forced onto the torch backend and preferring each fused backend (triton, cuda:
+every op it can run, torch for the rest, e.g. cuda attention takes only short key sequences),
+torch.compile of the fastdiff model (fastdiff's
+ops stay custom ops inside the graph) and, when diffusers is importable, diffusers eager and
+torch.compile of it. With diffusers the fastdiff model gets the diffusers model's random weights
 (converted by from_pretrained); without it fastdiff is built from its presets and the speedup is
-against fastdiff's torch backend. The conv models (U-Net, VAE) run channels_last, both libraries.
+against fastdiff on its torch backend. The conv models (U-Net, VAE) run channels_last, both libraries.
 
 "first call s" is the wall time of the first call, compile and Triton JIT included. The Triton and
 Inductor caches start empty, but in-process caches are shared: a later row may reuse kernels an
@@ -29,7 +32,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula  # noqa: E402
 
-from common import env_info, matmul_flops, report, require_gpu, time_ms  # noqa: E402
+from common import FASTDIFF_BACKENDS, env_info, matmul_flops, report, require_gpu, time_ms  # noqa: E402
 from fastdiff import ops  # noqa: E402
 from fastdiff.models import DiT, DiTConfig, UNet, UNetConfig, VAE, VAEConfig, from_pretrained  # noqa: E402
 
@@ -90,9 +93,10 @@ def vae_decode():
 CASES = {"sd15 unet": sd15_unet, "dit-xl/2": dit_xl2, "vae decode": vae_decode}
 
 
-def on_torch_backend(fn):
+def on_backend(name, fn):
+    """fn with the torch backend forced, or a fused backend preferred: torch runs what it lacks."""
     def run(*args):
-        with ops.use_backend("torch"):
+        with ops.use_backend(name, fallback=name != "torch"):
             return fn(*args)
     return run
 
@@ -109,7 +113,7 @@ def first_call_s(fn, inputs) -> float:
 def main():
     require_gpu()
     ceiling = matmul_flops()
-    base = "diffusers eager" if diffusers is not None else "fastdiff torch backend"
+    base = "diffusers eager" if diffusers is not None else "fastdiff torch"
     rows = []
     for name, build in CASES.items():
         torch.manual_seed(0)
@@ -122,10 +126,12 @@ def main():
             for m in models:
                 m.to(memory_format=torch.channels_last)
             inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
-        impls = {"fastdiff": fd_call, "fastdiff torch backend": on_torch_backend(fd_call),
-                 "fastdiff + torch.compile": torch.compile(fd_call)}
+        # torch.compile per model with static shapes, as a user compiling for this input would.
+        impls = {"fastdiff auto": fd_call, **{f"fastdiff {b}": on_backend(b, fd_call) for b in FASTDIFF_BACKENDS},
+                 "fastdiff + torch.compile": torch.compile(fd_call, dynamic=False)}
         if df_call:
-            impls.update({"diffusers eager": df_call, "diffusers + torch.compile": torch.compile(df_call)})
+            impls.update({"diffusers eager": df_call,
+                          "diffusers + torch.compile": torch.compile(df_call, dynamic=False)})
         times = {}
         for impl, fn in impls.items():
             first = first_call_s(fn, inputs)

@@ -25,7 +25,7 @@ import sys  # noqa: E402
 
 import torch  # noqa: E402
 
-from common import env_info, report, require_gpu, time_ms  # noqa: E402
+from common import compile_static, env_info, report, require_gpu, time_ms  # noqa: E402
 
 IMPLS = ("diffusers eager", "diffusers + torch.compile", "fastdiff pipeline", "fastdiff models + pipeline")
 CASES = {  # name: (model, sampler, steps, guidance scale)
@@ -125,8 +125,8 @@ class Runner:
         else:
             self.denoise = call_model(model, net)
         if impl == "diffusers + torch.compile":
-            self.denoise = torch.compile(self.denoise)
-            self.decode = torch.compile(lambda z: decode(self.vae, z))
+            self.denoise = compile_static(self.denoise)
+            self.decode = compile_static(lambda z: decode(self.vae, z))
         elif impl.startswith("fastdiff"):
             from fastdiff.sampling import Pipeline
 

@@ -29,6 +29,14 @@ def rotations(nbytes_per_call: int) -> int:
     return max(1, math.ceil(2 * L2_BYTES / max(1, nbytes_per_call)))
 
 
+def compile_static(fn):
+    """torch.compile of fn for one input shape: fresh dynamo state and a static graph, as a user
+    compiling for that shape would get (one compiled function fed many shapes goes dynamic after
+    its first recompile and then hits the recompile limit)."""
+    torch._dynamo.reset()
+    return torch.compile(fn, dynamic=False)
+
+
 def time_ms(fn, inputs: list[tuple], warmup_ms: int = 25, rep_ms: int = 100) -> float:
     """Median ms of fn(*inputs[i]) with i cycling through the input sets."""
     import triton.testing
@@ -87,6 +95,13 @@ def matmul_flops() -> float:
     return 2 * 8192**3 / (ms * 1e-3)
 
 
+def _git(*args) -> str | None:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def env_info() -> dict:
     import fastdiff
 
@@ -95,16 +110,13 @@ def env_info() -> dict:
         triton_version = triton.__version__
     except ImportError:
         triton_version = None
-    try:
-        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
+    commit, changes = _git("rev-parse", "--short", "HEAD"), _git("status", "--porcelain")
     cuda = torch.cuda.is_available()
     return {"device": torch.cuda.get_device_name() if cuda else "cpu",
             "capability": ".".join(map(str, torch.cuda.get_device_capability())) if cuda else None,
             "torch": torch.__version__, "triton": triton_version, "fastdiff": fastdiff.__version__,
-            "commit": commit}
+            # dirty: the code measured differs from the commit (tracked or untracked files)
+            "commit": commit and commit.strip(), "dirty": None if changes is None else bool(changes.strip())}
 
 
 def report(name: str, rows: list[dict], columns: list[str], auto: list[dict] | None = None) -> None:
