@@ -13,14 +13,20 @@ from dataclasses import dataclass
 import torch
 
 IMAGE_SIZE = 32
-SHAPES = ("circle", "square", "triangle", "diamond")
+# Neighbours that a blurry sample can confuse (circle and ring, square and cross; red, orange, pink
+# and brown; green and cyan; blue and purple) are there on purpose: prompt accuracy then measures
+# fine distinctions too.
+SHAPES = ("circle", "square", "triangle", "diamond", "ring", "cross")
 COLOURS = {  # name -> RGB in [0, 1]
     "red": (0.90, 0.10, 0.10),
     "orange": (1.00, 0.55, 0.00),
     "yellow": (0.95, 0.90, 0.10),
     "green": (0.10, 0.75, 0.20),
+    "cyan": (0.10, 0.80, 0.85),
     "blue": (0.15, 0.30, 0.95),
     "purple": (0.60, 0.15, 0.80),
+    "pink": (1.00, 0.50, 0.75),
+    "brown": (0.55, 0.30, 0.10),
 }
 COLOUR_NAMES = tuple(COLOURS)
 SIZES = {"small": 6.0, "large": 8.5}  # half-extent in pixels: small ones must survive a 4x VAE
@@ -77,7 +83,10 @@ def render(scenes: Scenes) -> torch.Tensor:
     base = dy - 0.8 * r
     edge = (2.0 * dx.abs() - (dy + r)) * 0.4472  # normalised by sqrt(1 + 2^2)
     triangle = torch.maximum(base, edge)
-    dist = torch.stack(torch.broadcast_tensors(circle, square, triangle, diamond), 1)  # (N, 4, H, W)
+    ring = (circle + 0.36 * r).abs() - 0.28 * r  # outer radius r, hole radius 0.44 r
+    arm = 0.35 * r  # plus sign: the union of two bars of half-width `arm`
+    cross = torch.minimum(torch.maximum(dx.abs() - r, dy.abs() - arm), torch.maximum(dx.abs() - arm, dy.abs() - r))
+    dist = torch.stack(torch.broadcast_tensors(circle, square, triangle, diamond, ring, cross), 1)  # (N, 6, H, W)
     dist = dist.gather(1, scenes.shape.view(n, 1, 1, 1).expand(n, 1, IMAGE_SIZE, IMAGE_SIZE))
     cover = (0.5 - dist).clamp(0.0, 1.0)  # (N, 1, H, W) anti-aliased coverage
     rgb = torch.tensor(list(COLOURS.values()))[scenes.colour].view(n, 3, 1, 1)

@@ -69,8 +69,8 @@ def table(rows: list[dict]) -> str:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--model", choices=("unet", "dit", "both"), default="both")
-    parser.add_argument("--per-class", type=int, default=4,
-                        help="samples per (colour, shape) prompt; 24 prompts (default: 4)")
+    parser.add_argument("--per-class", type=int, default=2,
+                        help=f"samples per (colour, shape) prompt, of which there are {data.num_classes()} (default: 2)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
@@ -79,9 +79,16 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     kinds = ("unet", "dit") if args.model == "both" else (args.model,)
-    out = Path(args.out)
+    report([r for k in kinds for r in run_all(k, args.per_class, args.seed, args.device, args.weights)], args.out)
+    return 0
+
+
+def report(rows: list[dict], out) -> None:
+    """Prints the tables of `rows` (from run_all, one model or both) and writes results.json,
+    table.md and the two plots into the folder `out`."""
+    kinds = sorted({r["model"] for r in rows}, key=["unet", "dit"].index)
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rows = [r for k in kinds for r in run_all(k, args.per_class, args.seed, args.device, args.weights)]
     text = table(rows)
     print(text)
     (out / "results.json").write_text(json.dumps(rows, indent=1))
@@ -97,4 +104,3 @@ def run(args) -> int:
                     "Accuracy vs steps (CFG 7.5)", out / "accuracy_vs_steps.png", log_x=True)
     print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy_vs_cfg.png'}, "
           f"{out / 'accuracy_vs_steps.png'}")
-    return 0

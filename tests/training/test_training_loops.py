@@ -67,6 +67,17 @@ def test_caption_dropout_rate():
     assert 0.08 < captions.count("") / 4000 < 0.12 and set(captions) == {"", "a red circle"}
 
 
+def test_mislabel_rate_and_images_untouched():
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31, ())))
+    scenes = train.data.random_scenes(4000, g)
+    named = train.mislabel(scenes, 0.25, g)
+    wrong = (named.label != scenes.label).float().mean().item()
+    # a redrawn (colour, shape) is the drawn one again 1 time in num_classes
+    assert abs(wrong - 0.25 * (1 - 1 / train.data.num_classes())) < 0.025, wrong
+    assert torch.equal(named.size, scenes.size) and torch.equal(named.position, scenes.position)
+    assert torch.equal(train.mislabel(scenes, 0.0, g).label, scenes.label)
+
+
 def test_default_models_write_a_png(trained, tmp_path):
     for name in default.NAMES:
         model = default.default_model(name, weights_dir=trained)
@@ -75,7 +86,8 @@ def test_default_models_write_a_png(trained, tmp_path):
         path = save_png(images, tmp_path / f"{name}.png")
         with Image.open(path) as im:
             assert im.size == (64, 32)
-    assert default.label("a small purple diamond at the top") == 5 * 4 + 3
+    purple, diamond = train.data.COLOUR_NAMES.index("purple"), train.data.SHAPES.index("diamond")
+    assert default.label("a small purple diamond at the top") == purple * len(train.data.SHAPES) + diamond
     with pytest.raises(ValueError, match="colour"):
         default.label("a circle")
 
