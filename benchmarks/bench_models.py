@@ -7,9 +7,8 @@
 Rows: fastdiff on auto's backends (run benchmarks/record_auto.py first, or auto keeps its static
 orders), fastdiff forced onto the torch backend and preferring each fused backend (triton, cuda:
 every op it can run, torch for the rest, e.g. cuda attention takes only short key sequences),
-torch.compile of the fastdiff model (fastdiff's
-ops stay custom ops inside the graph) and, when diffusers is importable, diffusers eager and
-torch.compile of it. With diffusers the fastdiff model gets the diffusers model's random weights
+torch.compile of the fastdiff model (fastdiff's ops stay custom ops inside the graph) and, when
+diffusers is importable, diffusers eager and torch.compile of it. With diffusers the fastdiff model gets the diffusers model's random weights
 (converted by from_pretrained); without it fastdiff is built from its presets and the speedup is
 against fastdiff on its torch backend. The conv models (U-Net, VAE) run channels_last, both libraries.
 
@@ -32,7 +31,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula  # noqa: E402
 
-from common import FASTDIFF_BACKENDS, env_info, matmul_flops, report, require_gpu, time_ms  # noqa: E402
+from common import FASTDIFF_BACKENDS, compile_static, env_info, matmul_flops, report, require_gpu, time_ms  # noqa: E402
 from fastdiff import ops  # noqa: E402
 from fastdiff.models import DiT, DiTConfig, UNet, UNetConfig, VAE, VAEConfig, from_pretrained  # noqa: E402
 
@@ -126,12 +125,10 @@ def main():
             for m in models:
                 m.to(memory_format=torch.channels_last)
             inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
-        # torch.compile per model with static shapes, as a user compiling for this input would.
         impls = {"fastdiff auto": fd_call, **{f"fastdiff {b}": on_backend(b, fd_call) for b in FASTDIFF_BACKENDS},
-                 "fastdiff + torch.compile": torch.compile(fd_call, dynamic=False)}
+                 "fastdiff + torch.compile": compile_static(fd_call)}
         if df_call:
-            impls.update({"diffusers eager": df_call,
-                          "diffusers + torch.compile": torch.compile(df_call, dynamic=False)})
+            impls.update({"diffusers eager": df_call, "diffusers + torch.compile": compile_static(df_call)})
         times = {}
         for impl, fn in impls.items():
             first = first_call_s(fn, inputs)

@@ -53,9 +53,13 @@ def run_all(kind: str, per_class: int, seed: int, device: str, weights_dir=None,
     return rows
 
 
+def _kinds(rows: list[dict]) -> list[str]:
+    return sorted({r["model"] for r in rows}, key=["unet", "dit"].index)
+
+
 def table(rows: list[dict]) -> str:
     """Markdown tables: accuracy against CFG scale (DPM-Solver++ 20 steps), and against sampler (CFG 7.5)."""
-    kinds = sorted({r["model"] for r in rows}, key=["unet", "dit"].index)
+    kinds = _kinds(rows)
     get = {(r["model"], r["sampler"], r["steps"], r["cfg"]): r["accuracy"] for r in rows}
     head = "| " + " | ".join(kinds) + " |"
     lines = [f"| CFG scale (DPM-Solver++ 2M, 20 steps) {head}", "|---" * (len(kinds) + 1) + "|"]
@@ -86,7 +90,7 @@ def run(args) -> int:
 def report(rows: list[dict], out) -> None:
     """Prints the tables of `rows` (from run_all, one model or both) and writes results.json,
     table.md and the two plots into the folder `out`."""
-    kinds = sorted({r["model"] for r in rows}, key=["unet", "dit"].index)
+    kinds = _kinds(rows)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     text = table(rows)
