@@ -55,7 +55,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, silu=False):
     ws_bytes = _C.group_norm_workspace_size(n, c, spatial, num_groups, code)
     workspace = torch.empty(ws_bytes, dtype=torch.uint8, device=x.device) if ws_bytes else None
     _C.group_norm(x.data_ptr(), y.data_ptr(), _ptr(weight), _ptr(bias), n, c, spatial, num_groups, float(eps),
-                  bool(silu), fmt is torch.channels_last, code, _ptr(workspace), ws_bytes, _stream(x))
+                  bool(silu), fmt is not torch.contiguous_format, code, _ptr(workspace), ws_bytes, _stream(x))
     return y
 
 

@@ -176,7 +176,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, silu=False):
         return y
     n, c = x.shape[:2]
     hw = x.numel() // (n * c)
-    channels_last = fmt is torch.channels_last
+    channels_last = fmt is not torch.contiguous_format  # channels_last or channels_last_3d
     s_n, s_hw, s_c = (c * hw, c, 1) if channels_last else (c * hw, 1, hw)  # (N, HW, C) strides
     cpg = c // num_groups
     p = plan(n, c, hw, num_groups, channels_last)

@@ -38,6 +38,10 @@ def check_match(op: str, ref_name: str, ref: torch.Tensor, name: str, t: torch.T
 def check_float(op: str, name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"fastdiff.{op}: {name} must be a real number, got {type(value).__name__}")
+    if torch.compiler.is_compiling():
+        # A float that changes between calls is symbolic while torch.compile traces, so it has no
+        # value to check yet; a non-finite one then shows as a non-finite output, never a wrong one.
+        return value
     if not math.isfinite(value):
         raise ValueError(f"fastdiff.{op}: {name} must be finite, got {value}")
     return float(value)
@@ -45,7 +49,7 @@ def check_float(op: str, name: str, value) -> float:
 
 def needs_autograd(*tensors) -> bool:
     """Whether the call must stay differentiable: then it runs the torch reference directly."""
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
 
 
 def launcher(op: str, inputs: backends.Inputs):

@@ -39,6 +39,9 @@ def _check(q, k, v, scale):
                          f"{tuple(k.shape)}; expected (B, Sk, H, D) with B={b}, H={h}, D={d}")
     if k.shape[1] == 0:
         raise ValueError("fastdiff.attention: k and v must hold at least one token")
+    if d == 0:
+        raise ValueError(f"fastdiff.attention: the head dim (last dimension) must be at least 1, got shape "
+                         f"{tuple(q.shape)}")
     return 1.0 / math.sqrt(d) if scale is None else check_float(op, "scale", scale)
 
 

@@ -6,7 +6,7 @@ from typing import Optional
 import torch
 
 from .. import backends, reference
-from .._layout import is_channels_last
+from .._layout import is_channels_last, output_format
 from ._common import check_float, check_match, check_tensor, launcher, needs_autograd
 
 
@@ -17,13 +17,13 @@ def _inputs(x: torch.Tensor) -> backends.Inputs:
 @torch.library.custom_op("fastdiff::group_norm", mutates_args=())
 def _group_norm_op(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor],
                    bias: Optional[torch.Tensor], eps: float, silu: bool) -> torch.Tensor:
-    return launcher("group_norm", _inputs(x))(x, num_groups, weight, bias, eps, silu=silu)
+    y = launcher("group_norm", _inputs(x))(x, num_groups, weight, bias, eps, silu=silu)
+    return y.contiguous(memory_format=output_format(x))
 
 
 @_group_norm_op.register_fake
 def _(x, num_groups, weight, bias, eps, silu):
-    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
-    return torch.empty_like(x, memory_format=fmt)
+    return torch.empty_like(x, memory_format=output_format(x))
 
 
 def _check(x, num_groups, weight, bias, eps):

@@ -14,7 +14,7 @@ from typing import Optional, Sequence, Union
 import torch
 
 from .. import backends, reference
-from .._layout import is_channels_last
+from .._layout import is_channels_last, output_format
 from ._common import check_float, check_match, check_tensor, launcher, needs_autograd
 
 
@@ -26,12 +26,13 @@ def _inputs(t: torch.Tensor) -> backends.Inputs:
 
 @torch.library.custom_op("fastdiff::cfg_combine", mutates_args=())
 def _cfg_combine_op(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) -> torch.Tensor:
-    return launcher("cfg_combine", _inputs(out_cond))(out_uncond, out_cond, scale)
+    out = launcher("cfg_combine", _inputs(out_cond))(out_uncond, out_cond, scale)
+    return out.contiguous(memory_format=output_format(out_cond))
 
 
 @_cfg_combine_op.register_fake
 def _(out_uncond, out_cond, scale):
-    return torch.empty_like(out_cond)
+    return torch.empty_like(out_cond, memory_format=output_format(out_cond))
 
 
 def _check_cfg_combine(out_uncond, out_cond, scale):
@@ -61,14 +62,18 @@ def _sampler_step_op(x: torch.Tensor, model_out: torch.Tensor, coeffs: list[floa
                      coeff_tensor: Optional[torch.Tensor], guidance_scale: Optional[float],
                      prev: Optional[torch.Tensor], noise: Optional[torch.Tensor]
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    c = coeff_tensor if coeff_tensor is not None else tuple(coeffs)
-    return launcher("sampler_step", _inputs(x))(x, model_out, c, guidance_scale=guidance_scale,
-                                                prev=prev, noise=noise)
+    # a coeffs tensor may be a view (a column of a (6, T) table): kernels read six consecutive values
+    c = coeff_tensor.contiguous() if coeff_tensor is not None else tuple(coeffs)
+    x_next, d = launcher("sampler_step", _inputs(x))(x, model_out, c, guidance_scale=guidance_scale,
+                                                     prev=prev, noise=noise)
+    fmt = output_format(x)
+    return x_next.contiguous(memory_format=fmt), d.contiguous(memory_format=fmt)
 
 
 @_sampler_step_op.register_fake
 def _(x, model_out, coeffs, coeff_tensor, guidance_scale, prev, noise):
-    return torch.empty_like(x), torch.empty_like(x)
+    fmt = output_format(x)
+    return torch.empty_like(x, memory_format=fmt), torch.empty_like(x, memory_format=fmt)
 
 
 def _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise):
@@ -78,6 +83,9 @@ def _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise):
     check_match(op, "x", x, "model_out", model_out, shape=False, dtype=False)
     if guidance_scale is not None:
         guidance_scale = check_float(op, "guidance_scale", guidance_scale)
+        if x.dim() == 0:
+            raise ValueError("fastdiff.sampler_step: with guidance, x needs a batch axis to pair with "
+                             "model_out's [uncond; cond] halves, got a 0-d x")
         expected = (2 * x.shape[0],) + tuple(x.shape[1:])
         if tuple(model_out.shape) != expected:
             raise ValueError(f"fastdiff.sampler_step: with guidance, model_out must hold [uncond; cond] "
@@ -115,7 +123,7 @@ def sampler_step(x: torch.Tensor, model_out: torch.Tensor,
     multistep solver. Arithmetic in fp32.
     """
     coeffs, guidance_scale = _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise)
-    if needs_autograd(x, model_out, prev, noise):
+    if needs_autograd(x, model_out, coeffs, prev, noise):
         return reference.sampler_step(x, model_out, coeffs, guidance_scale=guidance_scale,
                                       prev=prev, noise=noise)
     if isinstance(coeffs, torch.Tensor):
