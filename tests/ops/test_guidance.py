@@ -92,6 +92,34 @@ def test_sampler_step_fp16_model_fp32_latents(backend):
                         coeff_tensor=False, model_dtype=torch.float16)
 
 
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("view", ["table column", "broadcast"])
+def test_sampler_step_reads_a_coeffs_view_by_value(backend, view):
+    """A coeffs tensor may be a view: a column of a (6, T) table, or one value broadcast to six."""
+    x, m, prev, noise = _case((2, 4, 9, 7), torch.float32, "contiguous", True, "both")
+    _backend_or_skip(backend, "sampler_step", x)
+    table = torch.randn(6, 10, device=DEVICE)
+    arg = table[:, 4] if view == "table column" else table[0, 4].expand(6)
+    coeffs = tuple(arg.tolist())
+    with ops.use_backend(backend):
+        got = ops.sampler_step(x, m, arg, guidance_scale=3.0, prev=prev, noise=noise)
+    baseline = reference.sampler_step(x, m, coeffs, guidance_scale=3.0, prev=prev, noise=noise)
+    ref64 = reference.sampler_step(*to64(x, m), coeffs, guidance_scale=3.0, prev=to64(prev), noise=to64(noise))
+    assert_numerics(got, baseline, ref64, name=f"sampler_step[{backend}]")
+
+
+def test_sampler_step_differentiates_through_coeffs_alone():
+    x, m = randn((2, 3, 4, 5), torch.float64), randn((4, 3, 4, 5), torch.float64)
+    prev, noise = randn((2, 3, 4, 5), torch.float64), randn((2, 3, 4, 5), torch.float64)
+    coeffs = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    x_next, d = ops.sampler_step(x, m, coeffs, guidance_scale=2.0, prev=prev, noise=noise)
+    (x_next.sum() + 3 * d.sum()).backward()
+    naive = coeffs.detach().clone().requires_grad_()
+    want_next, want_d = naive_sampler_step(x, m, naive.unbind(0), 2.0, prev, noise)
+    (want_next.sum() + 3 * want_d.sum()).backward()
+    torch.testing.assert_close(coeffs.grad, naive.grad, rtol=1e-12, atol=1e-12)
+
+
 def _check_sampler_step(backend, dtype, shape, layout, guided, extras, coeff_tensor, model_dtype=None):
     x, m, prev, noise = _case(shape, dtype, layout, guided, extras, model_dtype)
     _backend_or_skip(backend, "sampler_step", x)
