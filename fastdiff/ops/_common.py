@@ -10,6 +10,11 @@ from .. import backends
 
 _FLOATS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
+# Every op's output layout follows its input's (fastdiff._layout), so inductor must hand it inputs
+# with exactly the strides it was traced with: keeping only their order let its channels-last
+# layout optimisation feed a channels_last tensor to an op whose fake kernel saw NCHW.
+OP_TAGS = (torch.Tag.needs_exact_strides,)
+
 
 def check_tensor(op: str, name: str, t, *, ndim: Optional[int] = None, min_ndim: int = 0) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):

@@ -7,14 +7,14 @@ from typing import Optional
 import torch
 
 from .. import backends, reference
-from ._common import check_float, check_match, check_tensor, launcher, needs_autograd
+from ._common import OP_TAGS, check_float, check_match, check_tensor, launcher, needs_autograd
 
 
 def _inputs(q: torch.Tensor, k: torch.Tensor) -> backends.Inputs:
     return backends.Inputs(q.device, q.dtype, head_dim=q.shape[-1], seq_k=k.shape[1], numel=q.numel())
 
 
-@torch.library.custom_op("fastdiff::attention", mutates_args=())
+@torch.library.custom_op("fastdiff::attention", mutates_args=(), tags=OP_TAGS)
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
     return launcher("attention", _inputs(q, k))(q, k, v, scale=scale)
 

@@ -7,14 +7,14 @@ import torch
 
 from .. import backends, reference
 from .._layout import is_channels_last, output_format
-from ._common import check_float, check_match, check_tensor, launcher, needs_autograd
+from ._common import OP_TAGS, check_float, check_match, check_tensor, launcher, needs_autograd
 
 
 def _inputs(x: torch.Tensor) -> backends.Inputs:
     return backends.Inputs(x.device, x.dtype, channels_last=is_channels_last(x), numel=x.numel())
 
 
-@torch.library.custom_op("fastdiff::group_norm", mutates_args=())
+@torch.library.custom_op("fastdiff::group_norm", mutates_args=(), tags=OP_TAGS)
 def _group_norm_op(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor],
                    bias: Optional[torch.Tensor], eps: float, silu: bool) -> torch.Tensor:
     y = launcher("group_norm", _inputs(x))(x, num_groups, weight, bias, eps, silu=silu)

@@ -15,7 +15,7 @@ import torch
 
 from .. import backends, reference
 from .._layout import is_channels_last, output_format
-from ._common import check_float, check_match, check_tensor, launcher, needs_autograd
+from ._common import OP_TAGS, check_float, check_match, check_tensor, launcher, needs_autograd
 
 
 def _inputs(t: torch.Tensor) -> backends.Inputs:
@@ -24,7 +24,7 @@ def _inputs(t: torch.Tensor) -> backends.Inputs:
 
 # --- cfg_combine -------------------------------------------------------------------------------
 
-@torch.library.custom_op("fastdiff::cfg_combine", mutates_args=())
+@torch.library.custom_op("fastdiff::cfg_combine", mutates_args=(), tags=OP_TAGS)
 def _cfg_combine_op(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) -> torch.Tensor:
     out = launcher("cfg_combine", _inputs(out_cond))(out_uncond, out_cond, scale)
     return out.contiguous(memory_format=output_format(out_cond))
@@ -57,7 +57,7 @@ def cfg_combine(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) 
 
 # --- sampler_step ------------------------------------------------------------------------------
 
-@torch.library.custom_op("fastdiff::sampler_step", mutates_args=())
+@torch.library.custom_op("fastdiff::sampler_step", mutates_args=(), tags=OP_TAGS)
 def _sampler_step_op(x: torch.Tensor, model_out: torch.Tensor, coeffs: list[float],
                      coeff_tensor: Optional[torch.Tensor], guidance_scale: Optional[float],
                      prev: Optional[torch.Tensor], noise: Optional[torch.Tensor]
