@@ -12,7 +12,8 @@ from .schedules import NoiseSchedule
 
 @dataclass
 class SamplingModel:
-    """denoise(x_in, t, *cond) -> model output; condition(items, guidance) -> cond, where items are
+    """denoise(x_in, t, *cond) -> model output (a learned-sigma output with twice the latent channels
+    is fine: the Pipeline keeps its first half); condition(items, guidance) -> cond, where items are
     N prompts (takes = "prompt") or class labels (takes = "class") and, with guidance, cond holds
     [uncond; cond] (2N rows). vae is None when the model works on pixels; dtype is the latents'.
     defaults may hold sampler, steps and guidance_scale."""
@@ -28,19 +29,16 @@ class SamplingModel:
 
     @classmethod
     def from_dit(cls, dit, vae=None, schedule=None) -> "SamplingModel":
-        """A class-conditional DiT: the null class is label num_classes; a learned-sigma output keeps
-        its first half (the noise prediction)."""
+        """A class-conditional DiT: the null class is label num_classes. The DiT itself is the
+        denoiser; the Pipeline drops the variance half of a learned-sigma output."""
         c = dit.config
         channels = c.in_channels
-
-        def denoise(x, t, y):
-            return dit(x, t, y)[:, :channels]
 
         def condition(labels, guidance):
             device = next(dit.parameters()).device
             y = torch.as_tensor([int(v) for v in labels], device=device)
             return (torch.cat([torch.full_like(y, c.num_classes), y]) if guidance else y,)
-        return cls(denoise, schedule or NoiseSchedule.from_betas("linear", 1000, 1e-4, 0.02),
+        return cls(dit, schedule or NoiseSchedule.from_betas("linear", 1000, 1e-4, 0.02),
                    (channels, c.input_size, c.input_size), condition, "epsilon", vae, "class",
                    next(dit.parameters()).dtype, {"sampler": "ddim", "steps": 50, "guidance_scale": 4.0})
 

@@ -4,6 +4,10 @@ The model is reached through `denoise(x_in, t, *cond) -> model_out` (a fastdiff 
 such a callable: UNet(x, t, context, added_cond), DiT(x, t, y)). With guidance, cond holds
 [uncond; cond] on the batch axis and one forward pass evaluates both halves.
 
+A model whose output has twice the latent channels predicts a learned variance as well (every
+DiT-XL/2 checkpoint): as in diffusers, the first half is the prediction and the second half, which
+these samplers do not use, is dropped.
+
 Each model evaluation runs over static buffers: the step's row of the plan is copied from a
 device-resident table into them, noise is drawn into one by the run's generator, and one call
 does the model forward and the fused sampler_step. Nothing in the loop waits for the device. On
@@ -23,6 +27,15 @@ from .samplers import Plan, Sampler
 from .schedules import FlowSchedule, NoiseSchedule
 
 Denoise = Callable[..., torch.Tensor]
+
+
+def _prediction(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """The prediction in a model output. An output with twice the latent channels holds a learned
+    variance too (diffusers' convention): its first half is kept, as a view. sampler_step reads
+    any layout (its fused kernels make a strided half dense: one copy of that half)."""
+    if out.dim() == x.dim() >= 2 and out.shape[1] == 2 * x.shape[1] and out.shape[2:] == x.shape[2:]:
+        return out[:, :x.shape[1]]
+    return out
 
 
 class _Step:
@@ -56,7 +69,7 @@ class _Step:
         x_in = (self.x * self.scale).to(self.x.dtype)
         if self.guidance_scale is not None:
             x_in = torch.cat([x_in, x_in])
-        out = self.denoise(x_in, self.t, *self.cond)
+        out = _prediction(self.denoise(x_in, self.t, *self.cond), self.x)
         x_next, d = ops.sampler_step(self.x, out, self.coeffs, guidance_scale=self.guidance_scale,
                                      prev=self.prev, noise=self.noise)
         self.x.copy_(x_next)
@@ -96,7 +109,8 @@ class _Step:
 
 class Pipeline:
     """Samples from any fastdiff model: `denoise(x_in, t, *cond)` with a schedule and the model's
-    prediction type ('epsilon', 'v_prediction', 'sample' or 'flow'); `vae` decodes latents.
+    prediction type ('epsilon', 'v_prediction', 'sample' or 'flow'); `vae` decodes latents. A
+    learned-sigma output (twice the latent channels, e.g. a DiT) is sampled from its first half.
 
     cuda_graph: capture each evaluation in a CUDA graph on CUDA devices (eager elsewhere). A graph
     reads the parameters it was captured with: change weights in place (load_state_dict, a merged

@@ -1,5 +1,5 @@
 """The sampling pipeline with small stand-in models: CFG batching, seeding, callbacks, decoding,
-errors; on a GPU, the CUDA-graphed loop against the eager one."""
+errors, learned-sigma outputs; on a GPU, the CUDA-graphed loop against the eager one."""
 import types
 import warnings
 
@@ -182,3 +182,58 @@ def test_capture_failure_falls_back_to_eager():
         got = graphed.sample((2, 4, 16, 16), sampler, 5, **kw)
     assert graphed.captured_graphs == 0
     torch.testing.assert_close(got, eager.sample((2, 4, 16, 16), sampler, 5, **kw), rtol=1e-6, atol=1e-6)
+
+
+# --- learned sigma ----------------------------------------------------------------------------------
+
+def _learned_sigma_dit(dtype=torch.float64):
+    from fastdiff.models import DiT, DiTConfig
+
+    dit = DiT(DiTConfig.tiny(hidden_size=32, depth=1, num_heads=2, learn_sigma=True)).to(dtype).eval()
+    assert dit.config.out_channels == 2 * dit.config.in_channels == 8
+    return dit
+
+
+@pytest.mark.parametrize("guidance", [None, 4.0])
+@pytest.mark.parametrize("name", ["ddim", "euler_a", "dpmpp_2m"])
+def test_learned_sigma_output_samples_its_first_half(name, guidance):
+    """A DiT with learned sigma (2C output channels) sampled through the Pipeline directly equals the
+    same run over a denoiser that keeps the first C channels, and differs from one keeping the
+    second half."""
+    dit = _learned_sigma_dit()
+    y = torch.randint(0, 10, (2,))
+    cond = (torch.cat([torch.full_like(y, 10), y]) if guidance else y,)
+    schedule = NoiseSchedule.from_betas("linear", 1000, 1e-4, 0.02)
+    seed = int(torch.randint(0, 2 ** 31, ()))
+
+    def run(denoise):
+        return Pipeline(denoise, schedule).sample((2, 4, 8, 8), get_sampler(name), 4, cond=cond,
+                                                  guidance_scale=guidance, seed=seed, dtype=torch.float64,
+                                                  progress=False)
+
+    def half(k):
+        return lambda x, t, labels: dit(x, t, labels)[:, 4 * k:4 * (k + 1)].contiguous()
+    got, first, second = run(dit), run(half(0)), run(half(1))
+    torch.testing.assert_close(got, first, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(got, second, rtol=1e-3, atol=1e-3)
+
+
+def test_from_dit_leaves_the_slice_to_the_pipeline():
+    from fastdiff.sampling.model import SamplingModel
+
+    dit = _learned_sigma_dit(torch.float32)
+    bundle = SamplingModel.from_dit(dit)
+    assert bundle.denoise is dit and bundle.latent_shape == (4, 8, 8)
+    cond = bundle.condition([3, 5], True)
+    got = Pipeline(bundle.denoise, bundle.schedule).sample((2, *bundle.latent_shape), DDIM(), 3, cond=cond,
+                                                           guidance_scale=4.0, progress=False)
+    want = Pipeline(lambda x, t, y: dit(x, t, y)[:, :4].contiguous(), bundle.schedule).sample(
+        (2, *bundle.latent_shape), DDIM(), 3, cond=cond, guidance_scale=4.0, progress=False)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_other_channel_counts_are_refused():
+    model = lambda x, t, y: torch.cat([x, x, x], dim=1)  # noqa: E731  3C channels: not a learned sigma
+    pipe = Pipeline(model, NoiseSchedule.from_betas())
+    with pytest.raises(ValueError, match=r"model_out has shape \(1, 12, 4, 4\)"):
+        pipe.sample((1, 4, 4, 4), DDIM(), 2, cond=(torch.zeros(1),), progress=False)
