@@ -1,11 +1,17 @@
-"""Backend registry: what each backend supports, how one is chosen, and why.
+"""Registries of ops and backends: what each backend can run, how one is chosen, and why.
 
-A backend declares, per op, the dtypes, devices, layouts and head dims it runs and the minimum
-compute capability; `not_supported_reasons` turns a description of the inputs into a list of
-reasons (empty when it can run). `auto` takes the first backend of the op's preference order
-that can run; a forced backend (FASTDIFF_BACKEND or `use_backend`) that cannot run raises with
-every reason, while a preferred one (`use_backend(name, fallback=True)`) gives way to auto.
-Nothing here touches the GPU or imports a compiled module until an op runs.
+Each op registers itself here (fastdiff/ops): its name, its public function, how its arguments
+are described to backends (an `Inputs`), its reference and its static auto order. Each backend
+declares next to its launchers what it can run (a `SUPPORT` table of `OpSupport` per op: dtypes,
+head dims, key counts, layouts); the torch backend runs every op's reference on any float dtype.
+That is capability. Speed policy, which capable backend wins where, is apart: the op's auto order,
+overridden by the measured orders of fastdiff/measured.json on a GPU.
+
+`not_supported_reasons` turns a description of the inputs into a list of reasons (empty when the
+backend can run them). `auto` takes the first backend of the op's order that can run; a forced
+backend (FASTDIFF_BACKEND or `use_backend`) that cannot run raises with every reason, while a
+preferred one (`use_backend(name, fallback=True)`) gives way to auto. Choices are memoised per
+(op, inputs, request). Nothing here touches the GPU or imports a compiled module until an op runs.
 """
 from __future__ import annotations
 
@@ -19,8 +25,9 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-OPS = ("attention", "group_norm", "cfg_combine", "sampler_step")
-_F16, _BF16, _F32, _F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
+NAMES = ("torch", "triton", "cuda")  # every backend, in the order explain lists them
+FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64})
+GPU_FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +44,8 @@ class Inputs:
 
 @dataclasses.dataclass(frozen=True)
 class OpSupport:
+    """What one backend's kernel for one op can run: the kernel's limits, not a speed policy."""
+
     dtypes: frozenset
     head_dims: Optional[tuple[int, int]] = None  # inclusive range
     max_seq_k: Optional[int] = None
@@ -59,17 +68,41 @@ class OpSupport:
 
 
 @dataclasses.dataclass(frozen=True)
+class Op:
+    name: str
+    fn: Callable                  # the public function, fastdiff.ops.<name>
+    describe: Callable[..., Inputs]  # the op's arguments -> Inputs
+    reference: Callable           # fastdiff.reference.<name>: the torch backend and the test oracle
+    auto_order: tuple[str, ...]   # auto's order before measurements (speed policy); torch is added last
+
+
+OPS: dict[str, Op] = {}
+
+
+def register_op(name: str, fn: Callable, describe: Callable[..., Inputs], reference: Callable,
+                auto_order: tuple[str, ...]) -> None:
+    """Called once by each op's module in fastdiff/ops."""
+    unknown = set(auto_order) - set(NAMES)
+    if unknown:
+        raise ValueError(f"fastdiff.backends: {name}'s auto order names unknown backends {sorted(unknown)}")
+    OPS[name] = Op(name, fn, describe, reference, tuple(dict.fromkeys(auto_order + ("torch",))))
+
+
+@dataclasses.dataclass(frozen=True)
 class Backend:
     name: str
-    ops: dict  # op name -> OpSupport
-    module: Optional[str]  # module holding one launcher per op, imported on first use
+    module: Optional[str]  # launchers, one per op, and their SUPPORT table; None: the references
     cuda_only: bool = True
     min_capability: tuple[int, int] = (8, 0)
 
+    def support(self, op: str) -> tuple[Optional[OpSupport], Optional[str]]:
+        """(what this backend's kernel for op can run, or None; why the backend cannot load, or None)."""
+        if self.module is None:
+            return (OpSupport(FLOATS) if op in OPS else None), None
+        module, err = _load(self.module)
+        return (None if err else module.SUPPORT.get(op)), err
+
     def not_supported_reasons(self, op: str, inputs: Inputs) -> list[str]:
-        support = self.ops.get(op)
-        if support is None:
-            return [f"backend {self.name!r} has no {op} kernel"]
         reasons = []
         if self.cuda_only and inputs.device.type != "cuda":
             if not (inputs.device.type == "cpu" and self.name == "triton" and _triton_interpret()):
@@ -78,17 +111,15 @@ class Backend:
                                   if self.name == "triton" else ""))
         elif inputs.device.type == "cuda" and not _capability_ok(inputs.device, self.min_capability):
             reasons.append(f"compute capability below sm_{self.min_capability[0]}{self.min_capability[1]}")
-        reasons += support.reasons(inputs)
-        err = _launcher_error(self.module, op) if self.module else None
+        support, err = self.support(op)
         if err:
-            reasons.append(err)
-        return reasons
+            return reasons + [err]
+        if support is None:
+            return reasons + [f"backend {self.name!r} has no {op} kernel"]
+        return reasons + support.reasons(inputs)
 
     def impl(self, op: str) -> Callable:
-        if self.module is None:
-            from . import reference
-            return getattr(reference, op)
-        return getattr(importlib.import_module(self.module), op)
+        return OPS[op].reference if self.module is None else getattr(_load(self.module)[0], op)
 
 
 def _triton_interpret() -> bool:
@@ -106,46 +137,20 @@ def _capability_ok(device: torch.device, need: tuple[int, int]) -> bool:
 
 
 @functools.lru_cache(maxsize=None)
-def _launcher_error(module: str, op: str) -> Optional[str]:
+def _load(module: str):
+    """(the module, None), or (None, why it cannot be imported): Triton missing, fastdiff._C not built."""
     try:
-        mod = importlib.import_module(module)
-    except ImportError as e:  # Triton not installed, or fastdiff._C not built
-        return f"{module} cannot be imported ({e})"
-    return None if hasattr(mod, op) else f"{module} has no {op} launcher"
+        return importlib.import_module(module), None
+    except ImportError as e:
+        return None, f"{module} cannot be imported ({e})"
 
-
-_ALL = frozenset({_F16, _BF16, _F32, _F64})
-_GPU = frozenset({_F16, _BF16, _F32})
 
 BACKENDS: dict[str, Backend] = {
-    "torch": Backend("torch", {op: OpSupport(_ALL) for op in OPS}, None, cuda_only=False),
-    "triton": Backend("triton", {
-        "attention": OpSupport(_GPU, head_dims=(16, 256)),
-        "group_norm": OpSupport(_GPU),
-        "cfg_combine": OpSupport(_GPU),
-        "sampler_step": OpSupport(_GPU),
-    }, "fastdiff._triton"),
-    "cuda": Backend("cuda", {
-        "attention": OpSupport(frozenset({_F16, _BF16}), head_dims=(40, 160), max_seq_k=512),
-        "group_norm": OpSupport(_GPU),
-        "cfg_combine": OpSupport(_GPU),
-        "sampler_step": OpSupport(_GPU),
-    }, "fastdiff.cuda_ops"),
+    "torch": Backend("torch", None, cuda_only=False),
+    "triton": Backend("triton", "fastdiff._triton"),
+    "cuda": Backend("cuda", "fastdiff.cuda_ops"),
 }
-
-# `auto` tries, on a GPU with measurements in fastdiff/measured.json, the backends in the order
-# measured for the nearest shape; otherwise these orders. Either way it takes the first backend
-# that can run the inputs, and the torch reference comes last, so every input runs somewhere.
-AUTO_ORDER: dict[str, tuple[str, ...]] = {
-    # SDPA's cuDNN and flash kernels are the bar; the untuned Triton kernel has not been measured
-    # against them yet, so auto keeps the reference (which calls SDPA).
-    "attention": ("torch",),
-    # The Triton kernel takes one program per group: at VAE sizes that leaves most SMs idle, so
-    # auto keeps the reference until a split reduction is measured faster.
-    "group_norm": ("torch",),
-    "cfg_combine": ("cuda", "triton", "torch"),
-    "sampler_step": ("cuda", "triton", "torch"),
-}
+assert tuple(BACKENDS) == NAMES
 
 # (name, fallback) from `use_backend`, else None
 _forced: contextvars.ContextVar[Optional[tuple]] = contextvars.ContextVar("fastdiff_backend", default=None)
@@ -202,9 +207,8 @@ def _auto_candidates(op: str, inputs: Inputs) -> tuple[str, ...]:
 
     index = inputs.device.index if inputs.device.index is not None else torch.cuda.current_device()
     order = measured.order(_device_name(index), op, inputs)
-    if order is None:
-        return AUTO_ORDER[op]
-    return tuple(dict.fromkeys(order + AUTO_ORDER[op] + ("torch",)))  # measured first, each once
+    static = OPS[op].auto_order
+    return static if order is None else tuple(dict.fromkeys(order + static))  # measured first, each once
 
 
 def _candidates(op: str, inputs: Inputs, name: str, fallback: bool) -> tuple[str, ...]:
@@ -215,7 +219,12 @@ def _candidates(op: str, inputs: Inputs, name: str, fallback: bool) -> tuple[str
 
 
 def select(op: str, inputs: Inputs) -> Backend:
-    name, fallback = _request()
+    """The backend that runs `op` on these inputs for the current request; raises BackendUnavailable."""
+    return _select(op, inputs, *_request(), _triton_interpret())
+
+
+@functools.lru_cache(maxsize=4096)
+def _select(op: str, inputs: Inputs, name: str, fallback: bool, interpret: bool) -> Backend:
     if name != "auto" and not fallback:
         backend = BACKENDS[name]
         reasons = backend.not_supported_reasons(op, inputs)
@@ -236,7 +245,7 @@ def explain_inputs(op: str, inputs: Inputs) -> str:
     lines = [f"fastdiff.{op} on {inputs.device.type} {str(inputs.dtype).removeprefix('torch.')}"
              f", requested backend: {asked}{preferred}"]
     order = _candidates(op, inputs, asked, fallback)  # select's order, then the backends it does not try
-    for name in order + tuple(n for n in BACKENDS if n not in order):
+    for name in order + tuple(n for n in NAMES if n not in order):
         reasons = BACKENDS[name].not_supported_reasons(op, inputs)
         lines.append(f"  {name:7s} " + ("can run" if not reasons else "cannot: " + "; ".join(reasons)))
     try:

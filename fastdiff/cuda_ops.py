@@ -12,6 +12,14 @@ import torch
 
 from fastdiff import _C
 from fastdiff._layout import dense_like
+from fastdiff.backends import GPU_FLOATS, OpSupport
+
+SUPPORT = {
+    "attention": OpSupport(frozenset({torch.float16, torch.bfloat16}), head_dims=(40, 160), max_seq_k=512),
+    "group_norm": OpSupport(GPU_FLOATS),
+    "cfg_combine": OpSupport(GPU_FLOATS),
+    "sampler_step": OpSupport(GPU_FLOATS),
+}
 
 _CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}
 

@@ -1,7 +1,17 @@
 """Triton kernels of fastdiff, installed as fastdiff._triton: one launcher per op, same signature
-as the op's reference (fastdiff.reference). Validation and dispatch live in fastdiff.ops."""
+as the op's reference (fastdiff.reference), and what each can run. Validation and dispatch live in
+fastdiff.ops."""
+from fastdiff.backends import GPU_FLOATS, OpSupport
+
 from .attention import attention
 from .group_norm import group_norm
 from .guidance import cfg_combine, sampler_step
 
-__all__ = ["attention", "group_norm", "cfg_combine", "sampler_step"]
+SUPPORT = {
+    "attention": OpSupport(GPU_FLOATS, head_dims=(16, 256)),
+    "group_norm": OpSupport(GPU_FLOATS),
+    "cfg_combine": OpSupport(GPU_FLOATS),
+    "sampler_step": OpSupport(GPU_FLOATS),
+}
+
+__all__ = ["attention", "group_norm", "cfg_combine", "sampler_step", "SUPPORT"]

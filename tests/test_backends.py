@@ -106,12 +106,25 @@ def test_autograd_runs_the_differentiable_reference():
     assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
-def test_a_backend_without_the_launcher_says_so(monkeypatch):
-    monkeypatch.setenv("TRITON_INTERPRET", "1")
-    backends._launcher_error.cache_clear()
-    monkeypatch.setitem(backends.BACKENDS["triton"].ops, "conv", backends.OpSupport(frozenset({torch.float32})))
+def test_a_backend_without_the_kernel_says_so(monkeypatch):
+    monkeypatch.setattr(backends, "_triton_interpret", lambda: True)
     reasons = backends.BACKENDS["triton"].not_supported_reasons("conv", _inputs(dtype=torch.float32))
-    assert reasons == ["fastdiff._triton has no conv launcher"]
+    assert reasons == ["backend 'triton' has no conv kernel"]
+
+
+def test_a_backend_that_cannot_load_says_why(monkeypatch):
+    monkeypatch.setitem(backends.BACKENDS, "cuda", backends.Backend("cuda", "fastdiff.no_such_module"))
+    reasons = backends.BACKENDS["cuda"].not_supported_reasons("group_norm", _inputs())
+    assert reasons[-1].startswith("fastdiff.no_such_module cannot be imported")
+
+
+def test_every_op_and_backend_is_registered_once():
+    assert tuple(backends.OPS) == ("attention", "group_norm", "cfg_combine", "sampler_step")
+    assert tuple(backends.BACKENDS) == backends.NAMES
+    for op in backends.OPS.values():
+        assert op.fn is getattr(ops, op.name) and op.auto_order[-1] == "torch"
+    from fastdiff import _triton
+    assert set(_triton.SUPPORT) == set(backends.OPS)
 
 
 CUDA = torch.device("cuda")
@@ -153,5 +166,5 @@ def test_auto_follows_the_measured_order(monkeypatch):
     # unmeasured backends of the static order follow the measured ones; torch stays last
     assert candidates("attention", backends.Inputs(CUDA, torch.float16, numel=2 ** 22, head_dim=64, seq_k=77)) \
         == ("cuda", "torch")
-    assert candidates("cfg_combine", big) == backends.AUTO_ORDER["cfg_combine"]
+    assert candidates("cfg_combine", big) == backends.OPS["cfg_combine"].auto_order
     assert candidates("group_norm", backends.Inputs(torch.device("cpu"), torch.float16, numel=2 ** 27)) == ("torch",)

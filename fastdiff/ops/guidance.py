@@ -18,15 +18,23 @@ from .._layout import is_channels_last, output_format
 from ._common import OP_TAGS, check_float, check_match, check_tensor, launcher, needs_autograd
 
 
-def _inputs(t: torch.Tensor) -> backends.Inputs:
+def _describe_tensor(t: torch.Tensor) -> backends.Inputs:
     return backends.Inputs(t.device, t.dtype, channels_last=is_channels_last(t), numel=t.numel())
+
+
+def _describe_cfg_combine(out_uncond, out_cond, *args, **kwargs) -> backends.Inputs:
+    return _describe_tensor(out_cond)
+
+
+def _describe_sampler_step(x, *args, **kwargs) -> backends.Inputs:
+    return _describe_tensor(x)
 
 
 # --- cfg_combine -------------------------------------------------------------------------------
 
 @torch.library.custom_op("fastdiff::cfg_combine", mutates_args=(), tags=OP_TAGS)
 def _cfg_combine_op(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) -> torch.Tensor:
-    out = launcher("cfg_combine", _inputs(out_cond))(out_uncond, out_cond, scale)
+    out = launcher("cfg_combine", _describe_cfg_combine(out_uncond, out_cond))(out_uncond, out_cond, scale)
     return out.contiguous(memory_format=output_format(out_cond))
 
 
@@ -64,7 +72,7 @@ def _sampler_step_op(x: torch.Tensor, model_out: torch.Tensor, coeffs: list[floa
                      ) -> tuple[torch.Tensor, torch.Tensor]:
     # a coeffs tensor may be a view (a column of a (6, T) table): kernels read six consecutive values
     c = coeff_tensor.contiguous() if coeff_tensor is not None else tuple(coeffs)
-    x_next, d = launcher("sampler_step", _inputs(x))(x, model_out, c, guidance_scale=guidance_scale,
+    x_next, d = launcher("sampler_step", _describe_sampler_step(x))(x, model_out, c, guidance_scale=guidance_scale,
                                                      prev=prev, noise=noise)
     fmt = output_format(x)
     return x_next.contiguous(memory_format=fmt), d.contiguous(memory_format=fmt)
@@ -129,3 +137,10 @@ def sampler_step(x: torch.Tensor, model_out: torch.Tensor,
     if isinstance(coeffs, torch.Tensor):
         return _sampler_step_op(x, model_out, [], coeffs, guidance_scale, prev, noise)
     return _sampler_step_op(x, model_out, list(coeffs), None, guidance_scale, prev, noise)
+
+
+# Elementwise: one fused pass beats PyTorch's several wherever a kernel runs.
+backends.register_op("cfg_combine", cfg_combine, _describe_cfg_combine, reference.cfg_combine,
+                     auto_order=("cuda", "triton"))
+backends.register_op("sampler_step", sampler_step, _describe_sampler_step, reference.sampler_step,
+                     auto_order=("cuda", "triton"))
