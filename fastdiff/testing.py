@@ -1,6 +1,6 @@
 """Numerics rule, tolerance floors and adversarial input makers shared by tests and benchmarks.
 
-The rule (DESIGN.md): a kernel passes when its max error against the float64 reference is at
+The rule (docs/design.md): a kernel passes when its max error against the float64 reference is at
 most twice the error of the PyTorch computation in the same dtype, plus a small absolute floor.
 NaN never passes.
 """
