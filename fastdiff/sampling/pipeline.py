@@ -10,9 +10,11 @@ these samplers do not use, is dropped.
 
 Each model evaluation runs over static buffers: the step's row of the plan is copied from a
 device-resident table into them, noise is drawn into one by the run's generator, and one call
-does the model forward and the fused sampler_step. Nothing in the loop waits for the device. On
-CUDA that call is captured once per shape in a CUDA graph and replayed; parameters are read at
-replay, so weights changed in place (a merged LoRA) take effect without a new capture.
+does the model forward and the fused sampler_step. Nothing in a run waits for the device: the
+plan reaches it in one copy from pinned memory that does not block the host, and the loop reads
+no device value back. On CUDA that call is captured once per shape in a CUDA graph and replayed;
+parameters are read at replay, so weights changed in place (a merged LoRA) take effect without a
+new capture.
 """
 from __future__ import annotations
 
@@ -27,6 +29,22 @@ from .samplers import Plan, Sampler
 from .schedules import FlowSchedule, NoiseSchedule
 
 Denoise = Callable[..., torch.Tensor]
+
+# A device row of the plan: (p, q, a, b, c, e) for sampler_step, then scale_in and t.
+_ROW = 8
+
+
+def _device_table(plan: Plan, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The plan as one (n, 8) table of rows (p, q, a, b, c, e, scale_in, t) on `device`.
+
+    A copy from pageable memory blocks the host, so on CUDA the table is staged in pinned memory
+    and copied with non_blocking. The pinned block comes from PyTorch's caching host allocator,
+    which records the copy on the stream and hands the block out again only once the copy has
+    run, so the staging tensor may be dropped as soon as the copy is queued."""
+    table = torch.cat([plan.coeffs, plan.scale_in[:, None], plan.t[:, None]], dim=1).to(dtype)
+    if device.type != "cuda":
+        return table.to(device)
+    return table.pin_memory().to(device, non_blocking=True)
 
 
 def _prediction(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -50,9 +68,10 @@ class _Step:
         self.x = torch.empty_like(x)
         self.prev = torch.zeros_like(x) if uses_prev else None
         self.noise = torch.zeros_like(x) if uses_noise else None
-        self.coeffs = torch.zeros(6, dtype=table_dtype, device=x.device)
+        # this evaluation's row of the plan, filled by one copy per step; coeffs and scale are views
+        self.row = torch.zeros(_ROW, dtype=table_dtype, device=x.device)
+        self.coeffs, self.scale = self.row[:6], self.row[6]
         self.t = torch.zeros(batch, dtype=table_dtype, device=x.device)
-        self.scale = torch.ones((), dtype=table_dtype, device=x.device)
         self.cond = tuple(None if c is None else torch.empty_like(c) for c in cond)
         self.graph: Optional[torch.cuda.CUDAGraph] = None
         self.graph_failed = False
@@ -66,6 +85,7 @@ class _Step:
                 dst.copy_(src)
 
     def __call__(self) -> None:
+        self.t.copy_(self.row[7])  # one timestep for every row of the batch
         x_in = (self.x * self.scale).to(self.x.dtype)
         if self.guidance_scale is not None:
             x_in = torch.cat([x_in, x_in])
@@ -157,14 +177,11 @@ class Pipeline:
                                  f"{noise.shape[0]} samples), got shape {tuple(c.shape)}")
         step = self._step_for(noise, cond, guidance_scale, plan)
         step.load(noise * plan.init_sigma, cond)
-        dev, dt = noise.device, step.coeffs.dtype
-        coeffs, ts, scales = (v.to(dev, dt) for v in (plan.coeffs, plan.t, plan.scale_in))
-        noisy = plan.noisy
-        want_graph = self.cuda_graph and dev.type == "cuda"
+        table = _device_table(plan, step.row.dtype, noise.device)
+        noisy = plan.noisy  # host values: the loop branches on no device value
+        want_graph = self.cuda_graph and noise.device.type == "cuda"
         for i in tqdm(range(len(plan)), disable=not progress, desc="sampling", leave=False):
-            step.coeffs.copy_(coeffs[i])
-            step.t.copy_(ts[i])
-            step.scale.copy_(scales[i])
+            step.row.copy_(table[i])
             if noisy[i]:
                 step.noise.normal_(generator=generator)
             if want_graph and step.graph is None and not step.graph_failed:

@@ -1,5 +1,6 @@
 """The sampling pipeline with small stand-in models: CFG batching, seeding, callbacks, decoding,
-errors, learned-sigma outputs; on a GPU, the CUDA-graphed loop against the eager one."""
+errors, no host reads inside the loop, learned-sigma outputs; on a GPU, the CUDA-graphed loop
+against the eager one and without a host sync."""
 import types
 import warnings
 
@@ -184,6 +185,131 @@ def test_capture_failure_falls_back_to_eager():
     torch.testing.assert_close(got, eager.sample((2, 4, 16, 16), sampler, 5, **kw), rtol=1e-6, atol=1e-6)
 
 
+# --- no host reads in the loop (the CPU analogue of the GPU sync test) ----------------------------
+
+# Ops that read a tensor's values back to the host (on a GPU: a sync), or make a tensor from host
+# data (on a GPU: a host-to-device copy). The profiler records them wherever they run, inside
+# other ops (a boolean mask's index -> nonzero) and inside fastdiff's custom ops included.
+HOST_READ_OPS = {"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::equal", "aten::allclose",
+                 "aten::nonzero", "aten::masked_select", "aten::_unique2", "aten::unique_consecutive",
+                 "aten::unique_dim", "aten::bincount", "aten::lift_fresh"}
+# Python-level reads that dispatch nothing on a CPU tensor (on a GPU tensor: a device-to-host copy).
+HOST_READ_METHODS = ("tolist", "numpy", "__array__", "cpu")
+
+
+def _host_reads_after_first_step(run):
+    """Runs run(callback) and returns the host reads after the first evaluation, as names, with
+    the number of sampler_step calls the profiler saw in that window (proof it watched the loop)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    prof, seen, watching = profile(activities=[ProfilerActivity.CPU]), [], [False]
+
+    def watched(name, method):
+        def wrapper(self, *args, **kwargs):
+            if watching[0]:
+                seen.append(f"Tensor.{name}")
+            return method(self, *args, **kwargs)
+        return wrapper
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READ_METHODS}
+    own = {name for name in HOST_READ_METHODS if name in vars(torch.Tensor)}  # the others live on TensorBase
+
+    def callback(i, x):
+        if i == 0:
+            prof.start()
+            watching[0] = True
+    try:
+        for name, method in originals.items():
+            setattr(torch.Tensor, name, watched(name, method))
+        run(callback)
+    finally:
+        started, watching[0] = watching[0], False
+        for name, method in originals.items():
+            if name in own:
+                setattr(torch.Tensor, name, method)
+            else:
+                delattr(torch.Tensor, name)
+        if started:
+            prof.stop()
+    assert started, "the run made no evaluation"
+    events = [e.name for e in prof.events()]
+    return seen + [name for name in events if name in HOST_READ_OPS], events.count("fastdiff::sampler_step")
+
+
+def _fastdiff_model(kind):
+    """A tiny fastdiff DiT (learned sigma) or U-Net with its guided cond: the real model code."""
+    from fastdiff.models import DiT, DiTConfig, UNet, UNetConfig
+
+    if kind == "dit":
+        model = DiT(DiTConfig.tiny(hidden_size=32, depth=1, num_heads=2, learn_sigma=True)).eval()
+        return model, (torch.tensor([10, 10, 3, 7]),), (2, 4, 8, 8)
+    model = UNet(UNetConfig.tiny(block_out_channels=(8, 16), norm_num_groups=4, attention_head_dim=8,
+                                 cross_attention_dim=16)).eval()
+    return model, (torch.randn(4, 3, 16) + 0.5,), (2, 4, 8, 8)
+
+
+@pytest.mark.parametrize("kind, sampler", [("dit", "euler_a"), ("unet", "dpmpp_2m"), ("dit", "ddpm")])
+def test_loop_reads_nothing_back(kind, sampler):
+    """After the first evaluation (where a GPU run may capture its graph), the loop over a real
+    fastdiff model reads no tensor value on the host and makes no tensor from host data."""
+    model, cond, shape = _fastdiff_model(kind)
+    pipe = Pipeline(model, NoiseSchedule.from_betas())
+    steps = 3
+    reads, step_calls = _host_reads_after_first_step(lambda cb: pipe.sample(
+        shape, get_sampler(sampler), steps, cond=cond, guidance_scale=4.0, callback=cb, progress=False))
+    assert step_calls == steps - 1, "the profiler did not see the loop"
+    assert reads == []
+
+
+def _reads_item(out):
+    return out * (1 + 0 * out.sum().item())
+
+
+def _reads_tolist(out):
+    return out + 0 * out.mean().tolist()
+
+
+def _branches_on_a_value(out):
+    return out if bool((out > 1e9).any()) is False else -out
+
+
+def _makes_a_host_tensor(out):
+    return out + torch.tensor(0.0, dtype=out.dtype)
+
+
+def _gathers_by_a_mask(out):
+    return out + 0 * out[out > 1e9].sum()  # the number of selected elements is read back
+
+
+@pytest.mark.parametrize("read", [_reads_item, _reads_tolist, _branches_on_a_value, _makes_a_host_tensor,
+                                  _gathers_by_a_mask])
+def test_host_read_detector_catches_reads(read):
+    """The check above fails on a loop that reads back: each injected read is reported."""
+    model, cond, shape = _fastdiff_model("dit")
+    pipe = Pipeline(lambda x, t, y: read(model(x, t, y)), NoiseSchedule.from_betas())
+    reads, _ = _host_reads_after_first_step(lambda cb: pipe.sample(
+        shape, get_sampler("ddim"), 3, cond=cond, guidance_scale=4.0, callback=cb, progress=False))
+    assert len(reads) >= 2, reads  # once in each of the two evaluations watched
+
+
+@torch.library.custom_op("fastdiff_tests::scaled_by_its_mean", mutates_args=())
+def _scaled_by_its_mean(x: torch.Tensor) -> torch.Tensor:
+    return x * float(x.mean())  # a read behind a torch.library boundary, as in fastdiff's own ops
+
+
+@_scaled_by_its_mean.register_fake
+def _(x):
+    return torch.empty_like(x)
+
+
+def test_host_read_detector_sees_inside_custom_ops():
+    """A read inside a custom op (fastdiff's ops are torch.library custom ops) is reported too."""
+    model, cond, shape = _fastdiff_model("dit")
+    pipe = Pipeline(lambda x, t, y: _scaled_by_its_mean(model(x, t, y)), NoiseSchedule.from_betas())
+    reads, step_calls = _host_reads_after_first_step(lambda cb: pipe.sample(
+        shape, get_sampler("ddim"), 3, cond=cond, guidance_scale=4.0, callback=cb, progress=False))
+    assert step_calls == 2 and reads.count("aten::_local_scalar_dense") == 2
+
+
 # --- learned sigma ----------------------------------------------------------------------------------
 
 def _learned_sigma_dit(dtype=torch.float64):
@@ -237,3 +363,26 @@ def test_other_channel_counts_are_refused():
     pipe = Pipeline(model, NoiseSchedule.from_betas())
     with pytest.raises(ValueError, match=r"model_out has shape \(1, 12, 4, 4\)"):
         pipe.sample((1, 4, 4, 4), DDIM(), 2, cond=(torch.zeros(1),), progress=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_graphed_learned_sigma_dit_never_syncs(dtype):
+    """The fastdiff DiT with learned sigma in the graphed loop: no host sync once captured, and the
+    graphed run equals the eager one."""
+    dit = _learned_sigma_dit(dtype).cuda()
+    schedule = NoiseSchedule.from_betas("linear", 1000, 1e-4, 0.02)
+    graphed, eager = Pipeline(dit, schedule), Pipeline(dit, schedule, cuda_graph=False)
+    kw = dict(cond=(torch.tensor([10, 10, 3, 7], device="cuda"),), guidance_scale=4.0, seed=3, device="cuda",
+              dtype=dtype, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed capture would warn and run eagerly
+        graphed.sample((2, 4, 8, 8), EulerAncestral(), 4, **kw)  # capture (warm-up may sync)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        got = graphed.sample((2, 4, 8, 8), EulerAncestral(), 4, **kw)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert graphed.captured_graphs == 1
+    tol = 1e-5 if dtype == torch.float32 else 2e-3
+    torch.testing.assert_close(got, eager.sample((2, 4, 8, 8), EulerAncestral(), 4, **kw), rtol=tol, atol=tol)
