@@ -10,8 +10,9 @@ from .samplers import SAMPLERS
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
-                   help="a checkpoint directory (loaded with fastdiff.models.from_pretrained), or unet/dit for "
-                        "that built-in model; default: the built-in default model")
+                   help="a checkpoint directory (loaded with fastdiff.models.from_pretrained; a diffusers pipeline "
+                        "folder's transformer/), or unet/dit for that built-in model; default: the built-in "
+                        "default model")
     p.add_argument("prompt", nargs="*", default=[""],
                    help="prompts of a text-conditioned model: --n images each, one row per prompt")
     p.add_argument("--class-label", type=int, default=0, help="the class of a class-conditional model")
@@ -36,16 +37,20 @@ def _fail(message: str) -> int:
 
 def load_model(name, device):
     """The SamplingModel for --model: a checkpoint directory through fastdiff.models.from_pretrained
-    (with its VAE from the vae/ subdirectory when there is one), else the built-in model,
+    (with its VAE from the vae/ subdirectory when there is one; in a diffusers pipeline folder, one
+    with model_index.json, the model is its transformer/ or unet/), else the built-in model,
     fastdiff.training.default.default_model(name, device=...) with name None, 'unet' or 'dit'."""
     from pathlib import Path
 
     from .model import SamplingModel
 
     if name is not None and Path(name).is_dir():
+        root = folder = Path(name)
+        if (root / "model_index.json").is_file():
+            folder = next((root / sub for sub in ("transformer", "unet") if (root / sub).is_dir()), root)
         models = importlib.import_module("fastdiff.models")
-        model = models.from_pretrained(name).to(device).eval()
-        vae = models.from_pretrained(Path(name) / "vae").to(device).eval() if (Path(name) / "vae").is_dir() else None
+        model = models.from_pretrained(folder).to(device).eval()
+        vae = models.from_pretrained(root / "vae").to(device).eval() if (root / "vae").is_dir() else None
         if hasattr(model.config, "num_classes"):
             return SamplingModel.from_dit(model, vae)
         raise ValueError(f"{name} holds a text-conditioned model: sample it through the Python API, "

@@ -97,7 +97,8 @@ def _save(module, folder, config):
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def test_sample_a_learned_sigma_dit_checkpoint(tmp_path):
+@pytest.mark.parametrize("layout", ["model folder", "diffusers pipeline folder"])
+def test_sample_a_learned_sigma_dit_checkpoint(tmp_path, layout):
     """A DiT-XL/2-like checkpoint, tiny: a learned-sigma DiT (8 output channels for 4 latent ones)
     in a diffusers folder with its VAE in vae/, loaded by from_pretrained and sampled to a PNG
     that matches the Python API over a denoiser that keeps the first 4 channels."""
@@ -110,11 +111,14 @@ def test_sample_a_learned_sigma_dit_checkpoint(tmp_path):
     vae = VAE(VAEConfig(block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=4, sample_size=16,
                         scaling_factor=0.5)).eval()
     root = tmp_path / "dit-checkpoint"
-    _save(dit, root, {"_class_name": "DiTTransformer2DModel", "in_channels": 4, "out_channels": 8,
+    model_dir = root / "transformer" if layout == "diffusers pipeline folder" else root
+    _save(dit, model_dir, {"_class_name": "DiTTransformer2DModel", "in_channels": 4, "out_channels": 8,
                            "sample_size": 8, "patch_size": 2, "num_attention_heads": 2, "attention_head_dim": 16,
                            "num_layers": 1, "num_embeds_ada_norm": 10})
     _save(vae, root / "vae", {"_class_name": "AutoencoderKL", "block_out_channels": [8, 8], "layers_per_block": 1,
                               "norm_num_groups": 4, "sample_size": 16, "scaling_factor": 0.5})
+    if layout == "diffusers pipeline folder":
+        (root / "model_index.json").write_text(json.dumps({"_class_name": "DiTPipeline"}))
 
     out = tmp_path / "dit.png"
     assert cli.main(["sample", "--model", str(root), "--class-label", "3", "--n", "2", "--steps", "3",
