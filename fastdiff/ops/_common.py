@@ -5,6 +5,7 @@ import math
 from typing import Optional
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode as _dispatch_mode
 
 from .. import backends
 
@@ -55,6 +56,20 @@ def check_float(op: str, name: str, value) -> float:
 def needs_autograd(*tensors) -> bool:
     """Whether the call must stay differentiable: then it runs the torch reference directly."""
     return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
+def eager(*tensors) -> bool:
+    """Whether to call the launcher directly rather than through the custom op, whose dispatch
+    costs tens of microseconds on the host: outside torch.compile, with no dispatch mode, function
+    mode or functorch transform active, on plain tensors. Everything else (compile, fake tensors,
+    export, vmap, tensor subclasses) takes the custom op, which runs the same launcher."""
+    return (not torch.compiler.is_compiling() and _dispatch_mode() is None
+            and not torch._C._is_torch_function_mode_enabled()
+            and torch._C._functorch.maybe_current_level() is None
+            and all(t is None or type(t) in _PLAIN for t in tensors))
 
 
 def launcher(op: str, inputs: backends.Inputs):

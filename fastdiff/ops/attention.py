@@ -7,16 +7,20 @@ from typing import Optional
 import torch
 
 from .. import backends, reference
-from ._common import OP_TAGS, check_float, check_match, check_tensor, launcher, needs_autograd
+from ._common import OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd
 
 
 def _describe(q: torch.Tensor, k: torch.Tensor, *args, **kwargs) -> backends.Inputs:
     return backends.Inputs(q.device, q.dtype, head_dim=q.shape[-1], seq_k=k.shape[1], numel=q.numel())
 
 
+def _launch(q, k, v, scale):
+    return launcher("attention", _describe(q, k))(q, k, v, scale=scale)
+
+
 @torch.library.custom_op("fastdiff::attention", mutates_args=(), tags=OP_TAGS)
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float) -> torch.Tensor:
-    return launcher("attention", _describe(q, k))(q, k, v, scale=scale)
+    return _launch(q, k, v, scale)
 
 
 @_attention_op.register_fake
@@ -56,7 +60,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: Optio
     scale = _check(q, k, v, scale)
     if needs_autograd(q, k, v):
         return reference.attention(q, k, v, scale=scale)
-    return _attention_op(q, k, v, scale)
+    return (_launch if eager(q, k, v) else _attention_op)(q, k, v, scale)
 
 
 # SDPA's cuDNN and flash kernels (which the reference calls) are the bar, and on an H100 they beat

@@ -7,18 +7,22 @@ import torch
 
 from .. import backends, reference
 from .._layout import is_channels_last, output_format
-from ._common import OP_TAGS, check_float, check_match, check_tensor, launcher, needs_autograd
+from ._common import OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd
 
 
 def _describe(x: torch.Tensor, *args, **kwargs) -> backends.Inputs:
     return backends.Inputs(x.device, x.dtype, channels_last=is_channels_last(x), numel=x.numel())
 
 
+def _launch(x, num_groups, weight, bias, eps, silu):
+    y = launcher("group_norm", _describe(x))(x, num_groups, weight, bias, eps, silu=silu)
+    return y.contiguous(memory_format=output_format(x))
+
+
 @torch.library.custom_op("fastdiff::group_norm", mutates_args=(), tags=OP_TAGS)
 def _group_norm_op(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor],
                    bias: Optional[torch.Tensor], eps: float, silu: bool) -> torch.Tensor:
-    y = launcher("group_norm", _describe(x))(x, num_groups, weight, bias, eps, silu=silu)
-    return y.contiguous(memory_format=output_format(x))
+    return _launch(x, num_groups, weight, bias, eps, silu)
 
 
 @_group_norm_op.register_fake
@@ -59,7 +63,8 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor] 
     eps = _check(x, num_groups, weight, bias, eps)
     if needs_autograd(x, weight, bias):
         return reference.group_norm(x, num_groups, weight, bias, eps, silu=silu)
-    return _group_norm_op(x, num_groups, weight, bias, eps, bool(silu))
+    run = _launch if eager(x, weight, bias) else _group_norm_op
+    return run(x, num_groups, weight, bias, eps, bool(silu))
 
 
 # Measured on an H100, the kernels beat eager PyTorch only at large (VAE) shapes, so without a

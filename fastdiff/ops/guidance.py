@@ -15,7 +15,7 @@ import torch
 
 from .. import backends, reference
 from .._layout import is_channels_last, output_format
-from ._common import OP_TAGS, check_float, check_match, check_tensor, launcher, needs_autograd
+from ._common import OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd
 
 
 def _describe_tensor(t: torch.Tensor) -> backends.Inputs:
@@ -32,10 +32,14 @@ def _describe_sampler_step(x, *args, **kwargs) -> backends.Inputs:
 
 # --- cfg_combine -------------------------------------------------------------------------------
 
-@torch.library.custom_op("fastdiff::cfg_combine", mutates_args=(), tags=OP_TAGS)
-def _cfg_combine_op(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) -> torch.Tensor:
+def _launch_cfg_combine(out_uncond, out_cond, scale):
     out = launcher("cfg_combine", _describe_cfg_combine(out_uncond, out_cond))(out_uncond, out_cond, scale)
     return out.contiguous(memory_format=output_format(out_cond))
+
+
+@torch.library.custom_op("fastdiff::cfg_combine", mutates_args=(), tags=OP_TAGS)
+def _cfg_combine_op(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    return _launch_cfg_combine(out_uncond, out_cond, scale)
 
 
 @_cfg_combine_op.register_fake
@@ -60,22 +64,27 @@ def cfg_combine(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) 
     scale = _check_cfg_combine(out_uncond, out_cond, scale)
     if needs_autograd(out_uncond, out_cond):
         return reference.cfg_combine(out_uncond, out_cond, scale)
-    return _cfg_combine_op(out_uncond, out_cond, scale)
+    run = _launch_cfg_combine if eager(out_uncond, out_cond) else _cfg_combine_op
+    return run(out_uncond, out_cond, scale)
 
 
 # --- sampler_step ------------------------------------------------------------------------------
+
+def _launch_sampler_step(x, model_out, coeffs, coeff_tensor, guidance_scale, prev, noise):
+    # a coeffs tensor may be a view (a column of a (6, T) table): kernels read six consecutive values
+    c = coeff_tensor.contiguous() if coeff_tensor is not None else tuple(coeffs)
+    x_next, d = launcher("sampler_step", _describe_sampler_step(x))(
+        x, model_out, c, guidance_scale=guidance_scale, prev=prev, noise=noise)
+    fmt = output_format(x)
+    return x_next.contiguous(memory_format=fmt), d.contiguous(memory_format=fmt)
+
 
 @torch.library.custom_op("fastdiff::sampler_step", mutates_args=(), tags=OP_TAGS)
 def _sampler_step_op(x: torch.Tensor, model_out: torch.Tensor, coeffs: list[float],
                      coeff_tensor: Optional[torch.Tensor], guidance_scale: Optional[float],
                      prev: Optional[torch.Tensor], noise: Optional[torch.Tensor]
                      ) -> tuple[torch.Tensor, torch.Tensor]:
-    # a coeffs tensor may be a view (a column of a (6, T) table): kernels read six consecutive values
-    c = coeff_tensor.contiguous() if coeff_tensor is not None else tuple(coeffs)
-    x_next, d = launcher("sampler_step", _describe_sampler_step(x))(x, model_out, c, guidance_scale=guidance_scale,
-                                                     prev=prev, noise=noise)
-    fmt = output_format(x)
-    return x_next.contiguous(memory_format=fmt), d.contiguous(memory_format=fmt)
+    return _launch_sampler_step(x, model_out, coeffs, coeff_tensor, guidance_scale, prev, noise)
 
 
 @_sampler_step_op.register_fake
@@ -134,9 +143,10 @@ def sampler_step(x: torch.Tensor, model_out: torch.Tensor,
     if needs_autograd(x, model_out, coeffs, prev, noise):
         return reference.sampler_step(x, model_out, coeffs, guidance_scale=guidance_scale,
                                       prev=prev, noise=noise)
-    if isinstance(coeffs, torch.Tensor):
-        return _sampler_step_op(x, model_out, [], coeffs, guidance_scale, prev, noise)
-    return _sampler_step_op(x, model_out, list(coeffs), None, guidance_scale, prev, noise)
+    coeff_tensor = coeffs if isinstance(coeffs, torch.Tensor) else None
+    floats = [] if coeff_tensor is not None else list(coeffs)
+    run = _launch_sampler_step if eager(x, model_out, coeff_tensor, prev, noise) else _sampler_step_op
+    return run(x, model_out, floats, coeff_tensor, guidance_scale, prev, noise)
 
 
 # Elementwise: one fused pass beats PyTorch's several wherever a kernel runs.
