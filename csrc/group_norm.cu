@@ -1,5 +1,11 @@
 // GroupNorm (+ SiLU) with fp32 statistics merged by Chan's parallel Welford formula.
 //
+// Every group is shifted by a pivot, its first element (x[n, first channel, 0] in both layouts),
+// which every block of the group reads the same: the statistics are those of x - pivot, whose
+// mean is of the order of the spread, so no fp32 mean of the order of |x| is ever merged, and the
+// output is (x - pivot) * scale + shift, so no product of size |x| / std is ever rounded. x - pivot
+// is exact when x lies within a factor 2 of the pivot, which is where a large mean would hurt.
+//
 // A group is `rows` runs of `cols` contiguous elements, `stride` apart: in NCHW a run is one
 // channel (rows = channels per group, cols = spatial size), in NHWC a run is one pixel's
 // channels of the group (rows = spatial size, cols = channels per group). Runs are read in
@@ -86,7 +92,8 @@ struct Group {
   }
 };
 
-// scale[j] = rstd * weight, shift[j] = bias - mean * scale for the group's channels, in shared memory.
+// scale[j] = rstd * weight, shift[j] = bias - mean * scale for the group's channels, in shared memory
+// (mean: that of x - pivot).
 __device__ void affine(const Group& grp, Welford st, float eps, const float* weight, const float* bias,
                        float* scale, float* shift) {
   const float rstd = rsqrtf(st.m2 / st.n + eps);
@@ -99,13 +106,13 @@ __device__ void affine(const Group& grp, Welford st, float eps, const float* wei
 }
 
 template <typename T, int V, bool CL>
-__device__ __forceinline__ void normalize_store(T* y, const Group& grp, uint32_t k, const float (&v)[V],
+__device__ __forceinline__ void normalize_store(T* y, const Group& grp, uint32_t k, const float (&v)[V], float pivot,
                                                 const float* scale, const float* shift, bool silu) {
   Vec<T, V> out;
 #pragma unroll
   for (int j = 0; j < V; ++j) {
     uint32_t ch = grp.channel<CL>(k, j, V);
-    float r = v[j] * scale[ch] + shift[ch];
+    float r = (v[j] - pivot) * scale[ch] + shift[ch];
     if (silu) r = r / (1.f + __expf(-r));
     out.v[j] = from_f32<T>(r);
   }
@@ -113,10 +120,10 @@ __device__ __forceinline__ void normalize_store(T* y, const Group& grp, uint32_t
 }
 
 template <typename T, int V>
-__device__ __forceinline__ void load(const T* p, float (&v)[V]) {
+__device__ __forceinline__ void load(const T* p, float (&v)[V], float pivot = 0.f) {
   Vec<T, V> in = *reinterpret_cast<const Vec<T, V>*>(p);
 #pragma unroll
-  for (int j = 0; j < V; ++j) v[j] = to_f32(in.v[j]);
+  for (int j = 0; j < V; ++j) v[j] = to_f32(in.v[j]) - pivot;
 }
 
 // One block per group: read once into shared memory, reduce, normalize from the copy.
@@ -131,24 +138,26 @@ __global__ void group_norm_on_chip(const T* __restrict__ x, T* __restrict__ y, c
   float* shift = scale + grp.cpg;
   Vec<T, V>* copy = reinterpret_cast<Vec<T, V>*>(smem) + (2 * grp.cpg * sizeof(float) + sizeof(Vec<T, V>) - 1) /
                                                              sizeof(Vec<T, V>);
+  const float pivot = to_f32(x[grp.base]);
   Welford acc{0.f, 0.f, 0.f};
   for (uint32_t k = threadIdx.x; k < nvec; k += blockDim.x) {
     Vec<T, V> in = *reinterpret_cast<const Vec<T, V>*>(x + grp.offset(k, V));
     copy[k] = in;  // each thread reads back only what it wrote: no barrier needed
     float v[V];
 #pragma unroll
-    for (int j = 0; j < V; ++j) v[j] = to_f32(in.v[j]);
+    for (int j = 0; j < V; ++j) v[j] = to_f32(in.v[j]) - pivot;
     push(acc, v);
   }
   affine(grp, block_reduce(acc), eps, weight, bias, scale, shift);
   for (uint32_t k = threadIdx.x; k < nvec; k += blockDim.x) {
     float v[V];
     load<T, V>(reinterpret_cast<const T*>(copy + k), v);
-    normalize_store<T, V, CL>(y, grp, k, v, scale, shift, silu);
+    normalize_store<T, V, CL>(y, grp, k, v, pivot, scale, shift, silu);
   }
 }
 
-// Split reduction, pass 1: the statistics of chunk blockIdx.x % chunks of group blockIdx.x / chunks.
+// Split reduction, pass 1: the statistics of x - pivot over chunk blockIdx.x % chunks of group
+// blockIdx.x / chunks.
 template <typename T, int V, bool CL>
 __global__ void __launch_bounds__(kSplitThreads) group_norm_stats(const T* __restrict__ x, Welford* __restrict__ partial,
                                                                   int64_t c, int64_t spatial, int64_t groups,
@@ -156,10 +165,11 @@ __global__ void __launch_bounds__(kSplitThreads) group_norm_stats(const T* __res
   const Group grp = Group::of<CL>(blockIdx.x / chunks, c, spatial, groups, V);
   const uint32_t nvec = uint32_t(c / groups * spatial / V), per = kChunk / V;
   const uint32_t lo = (blockIdx.x % chunks) * per, hi = min(nvec, lo + per);
+  const float pivot = to_f32(x[grp.base]);  // the group's, the same in every chunk
   Welford acc{0.f, 0.f, 0.f};
   for (uint32_t k = lo + threadIdx.x; k < hi; k += blockDim.x) {
     float v[V];
-    load<T, V>(x + grp.offset(k, V), v);
+    load<T, V>(x + grp.offset(k, V), v, pivot);
     push(acc, v);
   }
   acc = block_reduce(acc);
@@ -181,10 +191,11 @@ __global__ void __launch_bounds__(kSplitThreads) group_norm_apply(
   affine(grp, block_reduce(acc), eps, weight, bias, scale, shift);
   const uint32_t nvec = uint32_t(c / groups * spatial / V), per = kChunk / V;
   const uint32_t lo = (blockIdx.x % chunks) * per, hi = min(nvec, lo + per);
+  const float pivot = to_f32(x[grp.base]);
   for (uint32_t k = lo + threadIdx.x; k < hi; k += blockDim.x) {
     float v[V];
     load<T, V>(x + grp.offset(k, V), v);
-    normalize_store<T, V, CL>(y, grp, k, v, scale, shift, silu);
+    normalize_store<T, V, CL>(y, grp, k, v, pivot, scale, shift, silu);
   }
 }
 
