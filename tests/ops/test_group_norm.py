@@ -1,5 +1,8 @@
 """group_norm: the reference against a naive float64 definition, and every kernel backend
 against the reference by the numerics rule."""
+import importlib
+import math
+
 import pytest
 import torch
 
@@ -100,3 +103,70 @@ def test_group_norm_split_reduction(layout, dtype):
     shape = (1, 64, 24, 24)
     assert plan(1, 64, 24 * 24, 2, layout == "channels_last").split > 1
     _check("triton", shape, 2, dtype, layout, mean=-3.0)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+# one program per group (Triton's fused kernel, CUDA's on-chip one), then HW split into chunks
+# whose statistics are merged across programs (both backends)
+@pytest.mark.parametrize("shape, groups", [((2, 32, 5, 7), 8), ((1, 64, 32, 32), 2)], ids=str)
+def test_group_norm_large_mean(backend, layout, shape, groups):
+    """x = 1000 + 0.01 randn: the mean is 1e5 spreads. fp32 statistics of x itself lose the mean, and
+    a normalize pass x * scale + shift rounds x * scale (about 1e5 |w|): torch's error is about
+    ulp(1e5) = 0.008. Statistics and normalize of x - pivot (an element of the group) are accurate
+    to a few ulps of the output, so the kernels are held to a quarter of torch's error here."""
+    cl = layout == "channels_last"
+    x = randn(shape, torch.float32, DEVICE, mean=1000.0, std=0.01, channels_last=cl)
+    skip_unless_backend(backend, "group_norm", backends.Inputs(x.device, x.dtype, channels_last=cl))
+    if backend == "triton":
+        from fastdiff._triton.group_norm import plan
+        assert (plan(*shape[:2], shape[2] * shape[3], groups, cl).split > 1) == (shape[0] == 1)
+    c = shape[1]
+    w, b = randn((c,), torch.float32, DEVICE), randn((c,), torch.float32, DEVICE)
+    with ops.use_backend(backend):
+        got = ops.group_norm(x, groups, w, b, 1e-5)
+    # bar and oracle computed in NCHW: torch's CPU channels_last kernel cancels here (off by ~10 in
+    # fp32, by ~1e-4 in float64)
+    assert_numerics(got, reference.group_norm(x.contiguous(), groups, w, b, 1e-5),
+                    reference.group_norm(to64(x).contiguous(), groups, to64(w), to64(b), 1e-5),
+                    name=f"group_norm[{backend}]", factor=0.25)
+
+
+@pytest.mark.parametrize("layout, shape, groups", [
+    pytest.param("contiguous", (1, 2**20 + 3, 1), 1, marks=pytest.mark.slow),  # > 2^20 channels a group
+    ("contiguous", (1, 4097, 5), 1),         # strips of 512 channels x 8 rows (5 valid), one program
+    ("channels_last", (1, 8200, 2, 2), 2),   # strips of whole rows, HW in 4 chunks, 2 groups
+], ids=str)
+def test_group_norm_wide_groups(layout, shape, groups):
+    """Groups of more than TILE channels are walked in strips of channels: a tile of a whole group
+    of more than 2^20 channels exceeded Triton's limit of 2^20 elements per block."""
+    from fastdiff._triton.group_norm import TILE
+    assert shape[1] // groups > TILE
+    _check("triton", shape, groups, torch.float32, layout, silu=False, mean=-4.0)
+
+
+def test_group_norm_grid_within_cuda_limits():
+    """A batch of 65536 and more: CUDA takes 2^31 - 1 programs on grid axis 0 but 65535 on axes 1
+    and 2, so past that the programs are numbered linearly, from axis 0."""
+    from fastdiff._triton.group_norm import grid
+    assert grid((32, 65535)) == ((32, 65535), False) and grid((9, 32, 2)) == ((9, 32, 2), False)
+    for shape in [(32, 65536), (256, 32, 65536), (256, 65536, 1), (1, 2**31), (256, 2**16, 2**20)]:
+        (x, y), linear = grid(shape)
+        programs = math.prod(shape)
+        assert linear and 1 <= x <= 2**31 - 1 and 1 <= y <= 65535 and programs <= x * y < programs + y
+
+
+@pytest.mark.parametrize("layout, shape, groups, launched", [
+    ("contiguous", (3, 32, 5, 7), 8, ((5, 5), True)),         # fused: 8 column blocks x 3 samples
+    ("channels_last", (2, 64, 24, 24), 2, ((5, 4), True)),  # split: 9 chunks x 1 column block x 2
+], ids=str)
+def test_group_norm_linear_grid(monkeypatch, layout, shape, groups, launched):
+    """Programs numbered linearly across a grid that spills to axis 1 (here past 1 program on axes
+    1 and 2 and 5 on axis 0), the extra ones doing nothing."""
+    gn = importlib.import_module("fastdiff._triton.group_norm")  # the package's group_norm is the launcher
+    monkeypatch.setattr(gn, "MAX_GRID_X", 5)
+    monkeypatch.setattr(gn, "MAX_GRID_YZ", 1)
+    grids, grid = [], gn.grid
+    monkeypatch.setattr(gn, "grid", lambda shape: grids.append(grid(shape)) or grids[-1])
+    _check("triton", shape, groups, torch.float32, layout)
+    assert grids == [launched]
