@@ -7,6 +7,9 @@
 // warp computes S = Q K^T over 32 keys at a time, keeps the softmax exact with a running fp32
 // max and sum (one pass, no score matrix in memory), and accumulates P V in fp32 registers.
 // V is staged transposed so both MMAs read their B operand as one 32-bit word per register.
+//
+// Blocks are numbered linearly, query tile fastest, on grid axis x (2^31 - 1 blocks at most),
+// spilling to axis y only past that, so any batch x heads x query tiles launches.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -19,6 +22,7 @@ namespace {
 constexpr int kWarps = 4, kRows = 16 * kWarps;  // queries per block
 constexpr int kSub = 32;                        // keys per softmax step
 constexpr int kSmemBudget = 96 * 1024;
+constexpr int64_t kMaxGridX = (int64_t(1) << 31) - 1, kMaxGridY = 65535;
 
 template <typename T> struct Mma;
 template <> struct Mma<__half> {
@@ -79,7 +83,7 @@ template <typename T, int DP>
 __global__ void __launch_bounds__(kWarps * 32) attention_kernel(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out, int heads,
     int seq_q, int seq_k, int head_dim, Strides3 qs, Strides3 ks, Strides3 vs, float scale_log2, int chunk,
-    int q_tiles, bool vec) {
+    int q_tiles, int64_t blocks, bool vec) {
   constexpr int QP = DP + 8;  // row pitches padded by 16 bytes: fragment reads hit distinct banks
   extern __shared__ float4 smem[];
   const int kp = DP + 8, vp = chunk + 8;
@@ -87,7 +91,11 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(
   T* Ks = Qs + kRows * QP;
   T* Vt = Ks + chunk * kp;
 
-  const int tile = blockIdx.x % q_tiles, bh = blockIdx.x / q_tiles, b = bh / heads, h = bh % heads;
+  // block = (b * heads + h) * q_tiles + tile; the last grid row's blocks past `blocks` have no work
+  const int64_t block = int64_t(blockIdx.y) * gridDim.x + blockIdx.x;
+  if (block >= blocks) return;  // the whole block leaves, before any barrier
+  const int tile = int(block % q_tiles);
+  const int64_t bh = block / q_tiles, b = bh / heads, h = bh % heads;
   const int q0 = tile * kRows;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   q += b * qs.batch + h * qs.head + int64_t(q0) * qs.seq;
@@ -170,7 +178,7 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(
     l[r] += __shfl_xor_sync(~0u, l[r], 2);
     const int row = q0 + warp * 16 + g + 8 * r;
     if (row >= seq_q) continue;
-    T* dst = out + ((int64_t(b) * seq_q + row) * heads + h) * head_dim;
+    T* dst = out + ((b * seq_q + row) * heads + h) * head_dim;
     const float inv = 1.f / l[r];
 #pragma unroll
     for (int nd = 0; nd < DP / 8; ++nd) {
@@ -203,10 +211,12 @@ Status launch(const T* q, const T* k, const T* v, T* out, int64_t batch, int64_t
   auto mult8 = [](Strides3 s) { return s.batch % 8 == 0 && s.seq % 8 == 0 && s.head % 8 == 0; };
   const bool vec = head_dim % 8 == 0 && mult8(qs) && mult8(ks) && mult8(vs) && aligned16(q) && aligned16(k) &&
                    aligned16(v);
-  const int64_t q_tiles = (seq_q + kRows - 1) / kRows;
-  kernel<<<unsigned(q_tiles * batch * heads), kWarps * 32, smem, stream>>>(
-      q, k, v, out, int(heads), int(seq_q), int(seq_k), int(head_dim), qs, ks, vs, scale * 1.4426950408889634f,
-      int(chunk), int(q_tiles), vec);
+  const int64_t q_tiles = (seq_q + kRows - 1) / kRows, blocks = q_tiles * batch * heads;
+  const int64_t rows = (blocks + kMaxGridX - 1) / kMaxGridX;  // grid y
+  if (rows > kMaxGridY) return Status::invalid("batch x heads x ceil(seq_q / 64) must be at most 65535 x (2^31 - 1)");
+  const dim3 grid(unsigned((blocks + rows - 1) / rows), unsigned(rows));
+  kernel<<<grid, kWarps * 32, smem, stream>>>(q, k, v, out, int(heads), int(seq_q), int(seq_k), int(head_dim), qs, ks,
+                                             vs, scale * 1.4426950408889634f, int(chunk), int(q_tiles), blocks, vec);
   return last_launch();
 }
 

@@ -4,6 +4,11 @@ folded into the scale), no Sq x Sk matrix in memory.
 q, k, v are read through their (batch, sequence, head) strides, so views of one fused QKV tensor
 need no copy; the head dim is padded to a power of two inside the kernel by masking. A short key
 sequence (cross-attention, e.g. 77 tokens) is covered by one key block: one pass, exact softmax.
+
+The grid is (query tiles, batch x heads). Past CUDA's limit of 65535 on axis 1, programs are
+numbered linearly instead, in the same order (query tile fastest: the tiles of one head run
+together and share its K and V in L2), on axis 0 (up to 2^31 - 1) and spilling to axis 1, so any
+batch x heads launches.
 """
 import functools
 import math
@@ -13,16 +18,38 @@ import triton
 import triton.language as tl
 
 _LOG2E = 1.4426950408889634
+MAX_GRID_X = 2**31 - 1  # CUDA's limits on grid axis 0, and on axes 1 and 2
+MAX_GRID_YZ = 65535
+
+
+def grid(q_tiles: int, batch_heads: int):
+    """The launch grid of q_tiles x batch_heads programs, and whether it is linear: (q_tiles,
+    batch_heads) within CUDA's limits, else all of them numbered linearly on axis 0, spilling to
+    axis 1 (fewer than 65535 of them extra)."""
+    if batch_heads <= MAX_GRID_YZ:
+        return (q_tiles, batch_heads), False
+    programs = q_tiles * batch_heads
+    y = max(1, triton.cdiv(programs, MAX_GRID_X))
+    return (max(1, triton.cdiv(programs, y)), y), True
 
 
 @triton.jit
-def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, H, SQ, SK, D, qk_scale,
+def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, H, SQ, SK, D, Q_TILES, TOTAL, qk_scale,
                       s_qb, s_qs, s_qh, s_kb, s_ks, s_kh, s_vb, s_vs, s_vh, s_ob, s_os, s_oh,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                      IEEE: tl.constexpr):
-    bh = tl.program_id(1)
+                      IEEE: tl.constexpr, LINEAR: tl.constexpr):
+    if LINEAR:  # program (b * H + h) * Q_TILES + query tile; those past TOTAL mask every row
+        pid = tl.program_id(1).to(tl.int64) * tl.num_programs(0) + tl.program_id(0)
+        ok = pid < TOTAL
+        pid = tl.where(ok, pid, 0)
+        tile, bh = (pid % Q_TILES).to(tl.int32), pid // Q_TILES
+        row_ok = ok
+    else:
+        tile, bh = tl.program_id(0), tl.program_id(1)
+        row_ok = True
     b, h = bh // H, bh % H
-    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = (rows < SQ) & row_ok
     cols = tl.arange(0, BLOCK_D)
     dmask = cols < D
     keys = tl.arange(0, BLOCK_N)
@@ -30,7 +57,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, H, SQ, SK, D, qk_scale,
     k_base = k_ptr + b.to(tl.int64) * s_kb + h.to(tl.int64) * s_kh
     v_base = v_ptr + b.to(tl.int64) * s_vb + h.to(tl.int64) * s_vh
     q = tl.load(q_base + rows.to(tl.int64)[:, None] * s_qs + cols[None, :],
-                mask=(rows < SQ)[:, None] & dmask[None, :], other=0.0)
+                mask=row_ok[:, None] & dmask[None, :], other=0.0)
 
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
@@ -57,7 +84,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, H, SQ, SK, D, qk_scale,
     out = acc / l_i[:, None]
     o_base = o_ptr + b.to(tl.int64) * s_ob + h.to(tl.int64) * s_oh
     tl.store(o_base + rows.to(tl.int64)[:, None] * s_os + cols[None, :], out.to(o_ptr.dtype.element_ty),
-             mask=(rows < SQ)[:, None] & dmask[None, :])
+             mask=row_ok[:, None] & dmask[None, :])
 
 
 @functools.lru_cache(maxsize=None)
@@ -87,14 +114,18 @@ def _config(head_dim: int, seq_k: int, itemsize: int, shared_memory: int):
 def attention(q, k, v, *, scale=None):
     b, sq, h, d = q.shape
     sk = k.shape[1]
-    scale = 1.0 / math.sqrt(d) if scale is None else scale
     o = torch.empty((b, sq, h, d), dtype=q.dtype, device=q.device)
+    if o.numel() == 0:  # nothing to compute (and no default scale for head dim 0)
+        return o
+    scale = 1.0 / math.sqrt(d) if scale is None else scale
     shared_memory = _shared_memory(q.device.index) if q.is_cuda else 1 << 30  # no limit when interpreted
     block_m, block_n, block_d, warps, stages = _config(d, sk, q.element_size(), shared_memory)
-    grid = (triton.cdiv(sq, block_m), b * h)
-    _attention_kernel[grid](q, k, v, o, h, sq, sk, d, float(scale) * _LOG2E,
-                            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-                            v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
-                            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-                            IEEE=q.dtype == torch.float32, num_warps=warps, num_stages=stages)
+    q_tiles = triton.cdiv(sq, block_m)
+    g, linear = grid(q_tiles, b * h)
+    _attention_kernel[g](
+        q, k, v, o, h, sq, sk, d, q_tiles, q_tiles * b * h, float(scale) * _LOG2E,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
+        IEEE=q.dtype == torch.float32, LINEAR=linear, num_warps=warps, num_stages=stages)
     return o

@@ -79,3 +79,46 @@ def test_attention_4097_queries_cross(backend):
 ], ids=str)
 def test_attention_full_size_gpu(backend, dtype, b, sq, sk, h, d):
     _check(backend, b, sq, sk, h, d, dtype)
+
+
+def test_triton_attention_grid_within_cuda_limits():
+    """batch x heads of 65536 and more: CUDA takes 2^31 - 1 programs on grid axis 0 but 65535 on
+    axes 1 and 2, so past that the programs are numbered linearly, from axis 0."""
+    grid = pytest.importorskip("fastdiff._triton.attention").grid
+    assert grid(33, 65535) == ((33, 65535), False)
+    for q_tiles, bh in [(1, 65536), (33, 65536), (1, 10**6), (129, 10**6), (1, 2**31), (128, 2**31)]:
+        (x, y), linear = grid(q_tiles, bh)
+        programs = q_tiles * bh
+        assert linear and 1 <= x <= 2**31 - 1 and 1 <= y <= 65535 and programs <= x * y < programs + y
+
+
+def test_triton_attention_linear_grid(monkeypatch):
+    """Programs numbered linearly across a grid that spills to axis 1 (here past 1 (batch, head)
+    on axis 1 and 5 programs on axis 0): each (batch, head, query tile) is found where the kernel
+    computes it, the extra programs write nothing."""
+    at = pytest.importorskip("fastdiff._triton.attention")
+    monkeypatch.setattr(at, "MAX_GRID_X", 5)
+    monkeypatch.setattr(at, "MAX_GRID_YZ", 1)
+    grids = []
+    grid = at.grid
+    monkeypatch.setattr(at, "grid", lambda *a: grids.append(grid(*a)) or grids[-1])
+    b, sq, sk, h, d = 3, 129, 33, 3, 40  # 2 query tiles x 9 (batch, head): 18 programs on a (5, 4) grid
+    q = randn((b, sq, h, d), torch.float32, DEVICE, mean=0.3)
+    _, k, v = fused_qkv(b, sk, h, d, torch.float32, DEVICE)
+    skip_unless_backend("triton", "attention", backends.Inputs(q.device, q.dtype, head_dim=d, seq_k=sk))
+    with ops.use_backend("triton"):
+        got = ops.attention(q, k, v, scale=0.2)
+    assert grids == [((5, 4), True)]
+    assert_numerics(got, reference.attention(q, k, v, scale=0.2), reference.attention(*to64(q, k, v), scale=0.2),
+                    name="attention[triton]")
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 3, 0), (2, 0, 3, 40), (0, 5, 3, 40)], ids=str)
+def test_triton_attention_empty_output(shape):
+    """Nothing to compute: the launcher returns the empty output, with no default scale taken of
+    head dim 0 (the op rejects head dim 0 before it gets here)."""
+    attention = pytest.importorskip("fastdiff._triton.attention").attention
+    b, sq, h, d = shape
+    q, k = torch.randn(shape, device=DEVICE), torch.randn((b, 7, h, d), device=DEVICE)
+    out = attention(q, k, k)
+    assert out.shape == shape and out.dtype == q.dtype
