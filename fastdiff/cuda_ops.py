@@ -70,6 +70,8 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, silu=False):
 def attention(q, k, v, *, scale=None):
     b, sq, h, d = q.shape
     out = torch.empty((b, sq, h, d), dtype=q.dtype, device=q.device)
+    if out.numel() == 0:
+        return out
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     _C.attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), (b, h, sq, k.shape[1], d),
                  q.stride()[:3], k.stride()[:3], v.stride()[:3], scale, _CODES[q.dtype], _stream(q))

@@ -24,6 +24,21 @@ def test_reference_matches_naive(sq, sk, d):
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["torch"] + KERNEL_BACKENDS)
+@pytest.mark.parametrize("where", ["q", "k"])
+def test_nan_reaches_the_outputs_it_touches(backend, where):
+    """A NaN query row gives a NaN output row, a NaN key NaN for every query of its head, as in
+    float64; every other output stays exact."""
+    q, k, v = (randn((1, s, 2, 16), torch.float32, DEVICE) for s in (5, 7, 7))
+    (q if where == "q" else k)[0, 1, 0, 3] = float("nan")
+    skip_unless_backend(backend, "attention", backends.Inputs(q.device, q.dtype, head_dim=16, seq_k=7))
+    with ops.use_backend(backend):
+        got = ops.attention(q, k, v)
+    want = naive_attention(*to64(q, k, v), 0.25)
+    assert want.isnan().any()
+    assert_numerics(got, reference.attention(q, k, v, scale=0.25), want, name=f"attention[{backend}]")
+
+
 def _check(backend, b, sq, sk, h, d, dtype, scale=None):
     if sq == sk:  # self-attention: q, k, v are views of one fused QKV projection
         q, k, v = fused_qkv(b, sq, h, d, dtype, DEVICE)

@@ -37,6 +37,25 @@ def test_reference_matches_naive(silu, affine):
                                naive_group_norm(x, 4, w, b, 1e-5, silu), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_reference_keeps_its_digits_at_a_large_mean(layout):
+    x = randn((2, 64, 8, 8), torch.float64, mean=1000.0, std=0.01, channels_last=layout == "channels_last")
+    torch.testing.assert_close(reference.group_norm(x, 8, None, None, 1e-5),
+                               naive_group_norm(x, 8, None, None, 1e-5, False), rtol=1e-9, atol=1e-9)
+
+
+def test_reference_takes_one_value_per_group():
+    """N = 1 and one value per group: every value is its group's mean, so the output is the bias."""
+    x, w, b = randn((1, 4, 1, 1), torch.float64), randn((4,), torch.float64), randn((4,), torch.float64)
+    torch.testing.assert_close(reference.group_norm(x, 4, w, b, 1e-5, silu=True),
+                               naive_group_norm(x, 4, w, b, 1e-5, True), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", KERNEL_BACKENDS)
+def test_group_norm_one_value_per_group(backend):
+    _check(backend, (1, 4, 1, 1), 4, torch.float32)
+
+
 def _check(backend, shape, groups, dtype, layout="contiguous", silu=True, affine=True, mean=2.0):
     x = randn(shape, dtype, DEVICE, mean=mean, channels_last=layout == "channels_last")
     if layout == "strided":
