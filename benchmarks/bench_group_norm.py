@@ -6,11 +6,12 @@ Every shape is timed with SiLU fused (the attention norms run without it; the by
 
 Bytes moved per call: read x once, write y once (weights are negligible).
 """
+import sys
+
 import torch
 import torch.nn.functional as F
 
-from common import (auto_case, compile_static, copy_bandwidth, env_info, report, require_gpu, rotations,
-                    time_backends, time_ms)
+from common import Results, auto_case, backend_impls, compile_static, copy_bandwidth, env_info, require_gpu, rotations
 from fastdiff import backends, ops
 from fastdiff.models import UNet, UNetConfig, VAE, VAEConfig
 from fastdiff.models.blocks import GroupNorm
@@ -41,39 +42,56 @@ def model_shapes() -> dict:
     return {key: list(names) for key, names in shapes.items()}
 
 
+def setup(shape, groups, layout):
+    """(input sets, fastdiff.backends.Inputs, {impl: fn}) of one shape and layout."""
+    def eager(x, w, b):
+        return F.silu(F.group_norm(x, groups, w, b, 1e-5))
+
+    def fused(x, w, b):
+        return ops.group_norm(x, groups, w, b, silu=True)
+
+    nbytes = 2 * torch.Size(shape).numel() * 2
+    inputs = [(torch.randn(shape, device="cuda", dtype=torch.float16).add_(0.5).to(memory_format=layout),
+               torch.randn(shape[1], device="cuda", dtype=torch.float16),
+               torch.randn(shape[1], device="cuda", dtype=torch.float16)) for _ in range(rotations(nbytes))]
+    x = inputs[0][0]
+    desc = backends.Inputs(x.device, x.dtype, channels_last=layout is torch.channels_last, numel=x.numel())
+    impls = {"torch eager": eager, "torch.compile": compile_static(eager),
+             **backend_impls("group_norm", desc, fused)}
+    return inputs, desc, impls
+
+
 def main():
     require_gpu()
     shapes = model_shapes()
     print(f"{len(shapes)} GroupNorm input shapes, each NCHW and channels_last")
     ceiling = copy_bandwidth()
-    rows, auto = [], []
+    results = Results("group_norm", ["shape", "groups", "models", "layout", "impl", "us", "GB/s", "of copy bw",
+                                     "vs eager"])
     for (shape, groups), models in shapes.items():
-        def eager(x, w, b, groups=groups):
-            return F.silu(F.group_norm(x, groups, w, b, 1e-5))
-
-        def fused(x, w, b, groups=groups):
-            return ops.group_norm(x, groups, w, b, silu=True)
-
         for layout in (torch.contiguous_format, torch.channels_last):
+            key = {"shape": str(shape), "groups": groups, "models": ", ".join(models),
+                   "layout": "NHWC" if layout is torch.channels_last else "NCHW"}
+            case = results.call({**key, "impl": "setup"}, setup, shape, groups, layout)
+            if case is None:
+                continue
+            inputs, desc, impls = case
             nbytes = 2 * torch.Size(shape).numel() * 2
-            inputs = [(torch.randn(shape, device="cuda", dtype=torch.float16).add_(0.5).to(memory_format=layout),
-                       torch.randn(shape[1], device="cuda", dtype=torch.float16),
-                       torch.randn(shape[1], device="cuda", dtype=torch.float16)) for _ in range(rotations(nbytes))]
-            times = {"torch eager": time_ms(eager, inputs), "torch.compile": time_ms(compile_static(eager), inputs)}
-            x = inputs[0][0]
-            desc = backends.Inputs(x.device, x.dtype, channels_last=layout is torch.channels_last, numel=x.numel())
-            times.update(time_backends("group_norm", desc, fused, inputs))
-            auto.append(auto_case("group_norm", desc, times))
-            for impl, ms in times.items():
-                rows.append({"shape": str(shape), "groups": groups, "models": ", ".join(models),
-                             "layout": "NHWC" if layout is torch.channels_last else "NCHW",
-                             "impl": impl, "us": round(ms * 1e3, 1), "GB/s": round(nbytes / ms / 1e6, 1),
-                             "of copy bw": round(nbytes / ms * 1e3 / ceiling, 3),
-                             "vs eager": round(times["torch eager"] / ms, 2)})
-    report("group_norm", rows, ["shape", "groups", "models", "layout", "impl", "us", "GB/s", "of copy bw", "vs eager"],
-           auto)
+
+            def fields(ms, nbytes=nbytes):
+                return {"us": round(ms * 1e3, 1), "GB/s": round(nbytes / ms / 1e6, 1),
+                        "of copy bw": round(nbytes / ms * 1e3 / ceiling, 3)}
+            times, rows = results.time(key, impls, inputs, fields)
+            results.add_auto(auto_case("group_norm", desc, times))
+            eager = times.get("torch eager")
+            for impl, row in rows.items():
+                row["vs eager"] = round(eager / times[impl], 2) if eager else None
+            results.save()
+            del case, inputs, impls
+    status = results.finish()
     print(f"copy bandwidth {ceiling / 1e12:.2f} TB/s on {env_info()['device']}")
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -26,14 +26,16 @@ os.environ["TRITON_CACHE_DIR"] = os.path.join(_CACHE.name, "triton")
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(_CACHE.name, "inductor")
 
 import gc  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode, register_flop_formula  # noqa: E402
 
-from common import FASTDIFF_BACKENDS, compile_static, env_info, matmul_flops, report, require_gpu, time_ms  # noqa: E402
+from common import (FASTDIFF_BACKENDS, Results, compile_static, convert_diffusers, env_info, matmul_flops,  # noqa: E402
+                    require_gpu, share_dit_embedders, time_ms)
 from fastdiff import ops  # noqa: E402
-from fastdiff.models import DiT, DiTConfig, UNet, UNetConfig, VAE, VAEConfig, from_pretrained  # noqa: E402
+from fastdiff.models import DiT, DiTConfig, UNet, UNetConfig, VAE, VAEConfig  # noqa: E402
 
 try:
     import diffusers
@@ -59,7 +61,7 @@ def sd15_unet():
         fd = UNet(UNetConfig.sd15())
         return [fd], fd, None, inputs, True
     m = diffusers.UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-    fd = from_pretrained(m.state_dict(), config=UNetConfig.from_diffusers(dict(m.config)), dtype=torch.float16)
+    fd = convert_diffusers(m, dtype=torch.float16)
     return [fd, m], fd, lambda x, t, c: m(x, t, encoder_hidden_states=c, return_dict=False)[0], inputs, True
 
 
@@ -69,11 +71,8 @@ def dit_xl2():
         fd = DiT(DiTConfig.xl2(256))
         return [fd], fd, None, inputs, False
     m = diffusers.DiTTransformer2DModel(out_channels=8)
-    # diffusers keeps a copy of the timestep and class embedders per block (equal in released
-    # checkpoints); fastdiff keeps one and from_pretrained insists the copies agree.
-    for block in m.transformer_blocks[1:]:
-        block.norm1.emb.load_state_dict(m.transformer_blocks[0].norm1.emb.state_dict())
-    fd = from_pretrained(m.state_dict(), config=DiTConfig.from_diffusers(dict(m.config)), dtype=torch.float16)
+    share_dit_embedders(m)
+    fd = convert_diffusers(m, dtype=torch.float16)
     return [fd, m], fd, lambda x, t, y: m(x, timestep=t, class_labels=y, return_dict=False)[0], inputs, False
 
 
@@ -85,7 +84,7 @@ def vae_decode():
     m = diffusers.AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                                 block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
                                 sample_size=512)
-    fd = from_pretrained(m.state_dict(), config=VAEConfig.from_diffusers(dict(m.config)), dtype=torch.float16)
+    fd = convert_diffusers(m, dtype=torch.float16)
     return [fd, m], fd.decode, lambda z: m.decode(z, return_dict=False)[0], inputs, True
 
 
@@ -108,45 +107,70 @@ def first_call_s(fn, inputs) -> float:
     return time.perf_counter() - start
 
 
+def prepare(build):
+    """The case built on the GPU in fp16 (channels_last for the conv models): (models, fastdiff
+    call, diffusers call or None, inputs)."""
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        models, fd_call, df_call, inputs, conv = build()
+    for m in models:
+        m.half().eval()
+    inputs = tuple(x.half() if x.is_floating_point() else x for x in inputs)
+    if conv:
+        for m in models:
+            m.to(memory_format=torch.channels_last)
+        inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
+    return models, fd_call, df_call, inputs
+
+
+def count_flops(fd_call, inputs) -> int:
+    with FlopCounterMode(display=False) as counter, ops.use_backend("torch"):
+        fd_call(*inputs)
+    return counter.get_total_flops()
+
+
 @torch.no_grad()
 def main():
     require_gpu()
+    if diffusers is None:
+        print("diffusers is not importable: no diffusers rows, and fastdiff runs on its presets' random weights")
     ceiling = matmul_flops()
     base = "diffusers eager" if diffusers is not None else "fastdiff torch"
-    rows = []
+    results = Results("models", ["model", "impl", "ms", f"vs {base}", "first call s", "TFLOP/s", "of matmul peak"])
     for name, build in CASES.items():
-        torch.manual_seed(0)
-        with torch.device("cuda"):
-            models, fd_call, df_call, inputs, conv = build()
-        for m in models:
-            m.half().eval()
-        inputs = tuple(x.half() if x.is_floating_point() else x for x in inputs)
-        if conv:
-            for m in models:
-                m.to(memory_format=torch.channels_last)
-            inputs = tuple(x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x for x in inputs)
+        case = results.call({"model": name, "impl": "build"}, prepare, build)
+        if case is None:
+            continue
+        models, fd_call, df_call, inputs = case
         impls = {"fastdiff auto": fd_call, **{f"fastdiff {b}": on_backend(b, fd_call) for b in FASTDIFF_BACKENDS},
                  "fastdiff + torch.compile": compile_static(fd_call)}
         if df_call:
             impls.update({"diffusers eager": df_call, "diffusers + torch.compile": compile_static(df_call)})
-        times = {}
+        times, rows = {}, {}
         for impl, fn in impls.items():
-            first = first_call_s(fn, inputs)
-            # One input set: the weights alone exceed L2, so there is no cache-resident rerun to avoid.
-            times[impl] = first, time_ms(fn, [inputs], warmup_ms=200, rep_ms=1000)
-        with FlopCounterMode(display=False) as counter, ops.use_backend("torch"):  # after: keeps first calls cold
-            fd_call(*inputs)
-        flops = counter.get_total_flops()
-        rows += [{"model": name, "impl": impl, "ms": round(ms, 3), f"vs {base}": round(times[base][1] / ms, 2),
-                  "first call s": round(first, 2), "TFLOP/s": round(flops / ms / 1e9, 1),
-                  "of matmul peak": round(flops / ms * 1e3 / ceiling, 3)} for impl, (first, ms) in times.items()]
-        del models, fd_call, df_call, inputs, impls
+            with results.attempt(model=name, impl=impl):
+                first = first_call_s(fn, inputs)
+                # One input set: the weights alone exceed L2, so there is no cache-resident rerun to avoid.
+                times[impl] = time_ms(fn, [inputs], warmup_ms=200, rep_ms=1000)
+                rows[impl] = results.add({"model": name, "impl": impl, "ms": round(times[impl], 3),
+                                          "first call s": round(first, 2)})
+        # Counted after the timings, so that first calls stay cold.
+        flops = results.call({"model": name, "impl": "flop count"}, count_flops, fd_call, inputs)
+        for impl, row in rows.items():
+            ms = times[impl]
+            row[f"vs {base}"] = round(times[base] / ms, 2) if base in times else None
+            if flops:
+                row.update({"TFLOP/s": round(flops / ms / 1e9, 1),
+                            "of matmul peak": round(flops / ms * 1e3 / ceiling, 3)})
+        results.save()
+        del case, models, fd_call, df_call, inputs, impls, fn
         torch._dynamo.reset()
         gc.collect()
         torch.cuda.empty_cache()
-    report("models", rows, ["model", "impl", "ms", f"vs {base}", "first call s", "TFLOP/s", "of matmul peak"])
+    status = results.finish()
     print(f"fp16 matmul {ceiling / 1e12:.0f} TFLOP/s on {env_info()['device']}")
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

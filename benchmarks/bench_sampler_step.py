@@ -7,14 +7,14 @@ x_next and d; cfg_combine reads the two halves of model_out and writes the combi
 """
 import argparse
 import math
+import sys
 
 import torch
 
-from common import (auto_case, compile_static, copy_bandwidth, env_info, report, require_gpu, rotations,
-                    time_backends, time_ms)
+from common import Results, auto_case, backend_impls, compile_static, copy_bandwidth, env_info, require_gpu, rotations
 from fastdiff import backends, ops, reference
 
-# (name, latent shape, dtype, uses prev): the anchors of DESIGN.md first.
+# (name, latent shape, dtype, uses prev): the anchors of docs/design.md first.
 STEP_CASES = [
     ("ddim small", (1, 4, 64, 64), torch.float32, False),
     ("ddim large", (8, 16, 128, 128), torch.float32, False),
@@ -62,24 +62,31 @@ def main():
     cases = ([("sampler_step", name, shape, dtype, step_case(shape, dtype, prev))
               for name, shape, dtype, prev in STEP_CASES]
              + [("cfg_combine", name, shape, dtype, cfg_case(shape, dtype)) for name, shape, dtype in CFG_CASES])
-    rows, auto = [], []
+    results = Results("sampler_step", ["op", "case", "dtype", "impl", "us", "GB/s", "of copy bw", "vs eager",
+                                       "vs compile"])
     for op, name, shape, dtype, (eager, fused, make, tensors) in cases:
+        key = {"op": op, "case": name, "shape": str(shape), "dtype": str(dtype).removeprefix("torch.")}
         nbytes = tensors * math.prod(shape) * dtype.itemsize
-        inputs = [make() for _ in range(rotations(nbytes))]
-        times = {"torch eager": time_ms(eager, inputs), "torch.compile": time_ms(compile_static(eager), inputs)}
+        inputs = results.call({**key, "impl": "setup"}, lambda: [make() for _ in range(rotations(nbytes))])
+        if inputs is None:
+            continue
         desc = backends.Inputs(torch.device("cuda"), dtype, numel=math.prod(shape))
-        times.update(time_backends(op, desc, fused, inputs))
-        auto.append(auto_case(op, desc, times))
-        for impl, ms in times.items():
-            rows.append({"op": op, "case": name, "shape": str(shape), "dtype": str(dtype).removeprefix("torch."),
-                         "impl": impl, "us": round(ms * 1e3, 2), "GB/s": round(nbytes / ms / 1e6, 1),
-                         "of copy bw": round(nbytes / ms * 1e3 / ceiling, 3),
-                         "vs eager": round(times["torch eager"] / ms, 2),
-                         "vs compile": round(times["torch.compile"] / ms, 2)})
-    report("sampler_step", rows, ["op", "case", "dtype", "impl", "us", "GB/s", "of copy bw", "vs eager", "vs compile"],
-           auto)
+        impls = {"torch eager": eager, "torch.compile": compile_static(eager), **backend_impls(op, desc, fused)}
+
+        def fields(ms, nbytes=nbytes):
+            return {"us": round(ms * 1e3, 2), "GB/s": round(nbytes / ms / 1e6, 1),
+                    "of copy bw": round(nbytes / ms * 1e3 / ceiling, 3)}
+        times, rows = results.time(key, impls, inputs, fields)
+        results.add_auto(auto_case(op, desc, times))
+        for impl, row in rows.items():
+            for column, base in (("vs eager", "torch eager"), ("vs compile", "torch.compile")):
+                row[column] = round(times[base] / times[impl], 2) if base in times else None
+        results.save()
+        del inputs, impls
+    status = results.finish()
     print(f"copy bandwidth {ceiling / 1e12:.2f} TB/s on {env_info()['device']}")
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,7 +12,11 @@ model build, compile or graph capture, sampling and decode). Weights are random 
 depend on them); fp16 on the GPU.
 
 fastdiff runs its pipeline (fused sampler_step, one CUDA graph per step) over the same diffusers
-models, and over fastdiff's own models when fastdiff.models can convert them (from_diffusers).
+models, and over fastdiff's own models holding the same weights (converted by
+fastdiff.models.from_pretrained). Every row needs diffusers.
+
+Each row is saved as soon as it is measured; a row that raises is recorded with its error and the
+run goes on (exit status 1 when any failed).
 """
 import time
 
@@ -25,7 +29,8 @@ import sys  # noqa: E402
 
 import torch  # noqa: E402
 
-from common import compile_static, env_info, report, require_gpu, time_ms  # noqa: E402
+from common import (Results, compile_static, convert_diffusers, env_info, release_memory, require_gpu,  # noqa: E402
+                    share_dit_embedders, time_ms)
 
 IMPLS = ("diffusers eager", "diffusers + torch.compile", "fastdiff pipeline", "fastdiff models + pipeline")
 CASES = {  # name: (model, sampler, steps, guidance scale)
@@ -62,6 +67,7 @@ def build(model: str, device="cuda", dtype=torch.float16, tiny=False):
     else:
         net = (DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=16, num_layers=2, sample_size=8,
                                      out_channels=8) if tiny else DiTTransformer2DModel(out_channels=8))
+        share_dit_embedders(net)  # one set of embedder weights, as checkpoints have and fastdiff keeps
         size = 8 if tiny else 32
         cond = torch.tensor([1000] * BATCH + list(range(BATCH)))  # null class 1000 first, then the labels
         sched = dict(beta_schedule="linear", beta_start=1e-4, beta_end=0.02, timestep_spacing="leading")
@@ -118,9 +124,8 @@ class Runner:
         model, self.sampler, self.steps, self.scale = CASES[case]
         net, self.vae, self.shape, self.cond, self.sched_config = build(model, device, dtype, tiny)
         self.device, self.dtype = device, dtype
-        if impl == "fastdiff models + pipeline":
-            from fastdiff.models.convert import from_diffusers  # the models' converter (ImportError: skipped)
-            net, self.vae = from_diffusers(net), from_diffusers(self.vae)
+        if impl == "fastdiff models + pipeline":  # fastdiff's U-Net or DiT and VAE, the same weights
+            net, self.vae = convert_diffusers(net, dtype), convert_diffusers(self.vae, dtype)
             self.denoise = net
         else:
             self.denoise = call_model(model, net)
@@ -170,6 +175,8 @@ class Runner:
 
             coeffs = self.plan.coeffs[1].to(self.device, torch.float32)
             prev = torch.zeros_like(x) if self.plan.uses_prev else None
+            if out.shape[1] == 2 * x.shape[1]:  # learned sigma: the pipeline steps on the first half, a view
+                out = out[:, :x.shape[1]]
             step = time_ms(lambda x, o: ops.sampler_step(x, o, coeffs, guidance_scale=self.scale, prev=prev),
                            [(x, out)])
         else:
@@ -210,12 +217,20 @@ def measure(runner):
 
 
 def cold_start(impl, case, tiny):
-    """Seconds from a fresh process's start to its first decoded image."""
+    """(seconds from a fresh process's start to its first decoded image, None) or (None, the
+    error the process ended with)."""
     cmd = [sys.executable, __file__, "--cold", impl, case] + (["--tiny"] if tiny else [])
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
-        return None
-    return json.loads(res.stdout.strip().splitlines()[-1])["seconds"]
+        lines = res.stderr.strip().splitlines()
+        return None, f"exit {res.returncode}: {lines[-1] if lines else 'no output'}"
+    return round(json.loads(res.stdout.strip().splitlines()[-1])["seconds"], 2), None
+
+
+def run_case(impl, case, device, dtype, tiny):
+    """The row of one implementation of one case (without the comparison and cold start)."""
+    runner = Runner(impl, case, device, dtype, tiny)
+    return measure(runner)
 
 
 def main():
@@ -232,31 +247,38 @@ def main():
         if device == "cuda":
             torch.cuda.synchronize()
         print(json.dumps({"seconds": time.perf_counter() - COLD_T0}))
-        return
+        return 0
     if not args.tiny:
         require_gpu()
-    rows = []
+    try:
+        import diffusers  # noqa: F401
+    except ImportError as e:
+        print(f"bench_sampling.py: every row runs diffusers' models and schedulers, and diffusers is not "
+              f"importable ({e}); nothing measured", file=sys.stderr)
+        return 1
+    results = Results("sampling", ["case", "impl", "steps/s", "vs eager", "loop ms", "forward ms", "sched step ms",
+                                   "rest ms/step", "with decode ms", "cold start s", "cuda graph"])
     for case in args.cases:
         base = None
         for impl in args.impls:
-            try:
-                runner = Runner(impl, case, device, dtype, args.tiny)
-            except ImportError as e:
-                print(f"{case}: {impl} skipped ({e})")
+            row = results.call({"case": case, "impl": impl}, run_case, impl, case, device, dtype, args.tiny)
+            if row is None:
                 continue
-            row = measure(runner)
             if impl == "diffusers eager":
                 base = row["loop ms"]
             row["vs eager"] = round(base / row["loop ms"], 2) if base else None
-            row["cold start s"] = None if args.no_cold else cold_start(impl, case, args.tiny)
-            rows.append(row)
-            del runner
-            if device == "cuda":
-                torch.cuda.empty_cache()
-    report("sampling", rows, ["case", "impl", "steps/s", "vs eager", "loop ms", "forward ms", "sched step ms",
-                              "rest ms/step", "with decode ms", "cold start s", "cuda graph"])
+            results.add(row)
+            if not args.no_cold:
+                row["cold start s"], error = cold_start(impl, case, args.tiny)
+                if error:
+                    row["error"] = f"cold start: {error}"
+                    print(f"{case}: {impl}: cold start failed ({error})", file=sys.stderr)
+                results.save()
+            release_memory()
+    status = results.finish()
     print(f"on {env_info()['device']}")
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,6 +1,7 @@
 """Record the backend orders measured by the benchmarks (the "auto" cases of results/*.json) in
 fastdiff/measured.json, which `auto` reads: each op measured on this device replaces that op's
-earlier cases for the device; other devices and ops are kept. Commit the file to ship them."""
+earlier cases for the device; other devices and ops are kept. Commit the file to ship them.
+Rows that failed (those with an "error") measured nothing and are left out."""
 import json
 import pathlib
 
@@ -13,7 +14,12 @@ def main():
     fresh = {}
     for path in sorted((ROOT / "results").glob("*.json")):
         data = json.loads(path.read_text())
+        failed = [r for r in data.get("rows", []) if "error" in r]
+        if failed:  # a failed row times nothing: only the backends that ran are ordered
+            print(f"{path.name}: {len(failed)} failed rows left out")
         for case in data.get("auto", []):
+            if not case.get("order"):
+                continue
             case = dict(case)
             fresh.setdefault(data["env"]["device"], {}).setdefault(case.pop("op"), []).append(case)
     for device, ops in fresh.items():
