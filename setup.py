@@ -111,7 +111,7 @@ setup(
     package_dir={"fastdiff": "fastdiff", "fastdiff._triton": "kernels"},
     # The built-in default models ship with the package.
     package_data={"fastdiff": ["measured.json"],
-                  "fastdiff.training": ["weights/*.safetensors", "weights/*.csv", "weights/*.json"]},
+                  "fastdiff.builtin": ["weights/*.safetensors", "weights/*.csv", "weights/*.json"]},
     ext_modules=cuda_extensions(),
     cmdclass={"build_ext": BuildCuda},
 )

@@ -20,7 +20,7 @@ VAEConfig.sd() / sdxl() / tiny().
 """
 from .configs import DiTConfig, UNetConfig, VAEConfig
 from .dit import DiT
-from .loading import from_pretrained
+from .kinds import from_pretrained
 from .unet import UNet
 from .vae import VAE
 

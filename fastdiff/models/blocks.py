@@ -24,6 +24,19 @@ def timestep_embedding(t: torch.Tensor, dim: int, flip_sin_to_cos: bool = True, 
     return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 
+def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
+    """DiT's fixed 2-D sin-cos position embedding (1, grid*grid, dim): the first half of the
+    channels encodes the column, the second half the row."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    pos = torch.arange(grid, dtype=torch.float64)
+    row, col = torch.meshgrid(pos, pos, indexing="ij")
+
+    def embed(p):
+        out = p.reshape(-1, 1) * omega[None]
+        return torch.cat([out.sin(), out.cos()], dim=1)
+    return torch.cat([embed(col), embed(row)], dim=1).float()[None]
+
+
 class TimestepEmbedding(nn.Module):
     """Linear -> SiLU -> Linear on a sinusoidal embedding (B, in_dim) -> (B, dim)."""
 

@@ -13,6 +13,8 @@ from typing import Callable, MutableMapping, Optional
 
 import torch
 
+from .blocks import sincos_pos_embed
+
 # Shared by the diffusers U-Net, VAE and DiT attention blocks.
 _DIFFUSERS_COMMON = [
     (r"\.(down|up)samplers\.0\.", r".\1sample."),
@@ -139,6 +141,36 @@ def ldm_vae_renamer(config, strip: str) -> Callable:
     return renamer(_LDM_VAE_INNER + VAE_DIFFUSERS, ldm_vae_prefixes(config), strip)
 
 
+# The layout of each model's checkpoints, from their keys: (renamer, tensors that layout lacks).
+
+def _has_prefix(keys, prefix: str) -> bool:
+    return any(k.startswith(prefix) for k in keys)
+
+
+def unet_layout(keys, config) -> tuple[Callable, dict]:
+    """The LDM U-Net, alone or in a single file (model.diffusion_model.*), else diffusers'."""
+    for strip in ("model.diffusion_model.", ""):
+        if _has_prefix(keys, strip + "input_blocks."):
+            return ldm_unet_renamer(config, strip), {}
+    return renamer(UNET_DIFFUSERS), {}
+
+
+def vae_layout(keys, config) -> tuple[Callable, dict]:
+    """The LDM first stage, alone or in a single file (first_stage_model.*), else diffusers'."""
+    for strip in ("first_stage_model.", ""):
+        if _has_prefix(keys, strip + "encoder.down."):
+            return ldm_vae_renamer(config, strip), {}
+    return renamer(VAE_DIFFUSERS), {}
+
+
+def dit_layout(keys, config) -> tuple[Callable, dict]:
+    """diffusers' DiT, which does not store the fixed position embedding, else the original."""
+    if "pos_embed.proj.weight" in keys:
+        return renamer(DIT_DIFFUSERS), {
+            "pos_embed": sincos_pos_embed(config.hidden_size, config.input_size // config.patch_size)}
+    return renamer(DIT_ORIGINAL), {}
+
+
 _QKV = re.compile(r"^(.*)\.to_([qkv])\.(weight|bias)$")
 
 
@@ -155,19 +187,7 @@ def convert(source: MutableMapping, rename: Callable[[str], Optional[str]], targ
         if name is None:
             continue
         tensor = prepare(source.pop(key))
-        m = _QKV.match(name)
-        if m and name not in target:
-            base, part, kind = m.groups()
-            for fused, parts in ((f"{base}.to_qkv.{kind}", "qkv"), (f"{base}.to_kv.{kind}", "kv")):
-                if fused in target and part in parts:
-                    slot = pending.setdefault(fused, {})
-                    slot[part] = tensor
-                    if len(slot) == len(parts):
-                        out[fused] = torch.cat([slot.pop(p) for p in parts])
-                        del pending[fused]
-                    break
-            else:
-                out[name] = tensor
+        if _fuse(name, tensor, target, pending, out):
             continue
         if name in out:
             if out[name].shape != tensor.shape or not torch.equal(out[name], tensor):
@@ -184,6 +204,24 @@ def convert(source: MutableMapping, rename: Callable[[str], Optional[str]], targ
                 and tensor.shape[:2] == want.shape:
             out[name] = tensor.reshape(want.shape)  # a 1x1 conv is a Linear
     return out
+
+
+def _fuse(name: str, tensor: torch.Tensor, target: dict, pending: dict, out: dict) -> bool:
+    """Whether `name` is a separate q, k or v projection of a fused to_qkv / to_kv in target: it
+    waits in pending[fused] until the other parts come, then the parts go into out concatenated."""
+    m = _QKV.match(name)
+    if not m or name in target:
+        return False
+    base, part, kind = m.groups()
+    for fused, parts in ((f"{base}.to_qkv.{kind}", "qkv"), (f"{base}.to_kv.{kind}", "kv")):
+        if fused in target and part in parts:
+            slot = pending.setdefault(fused, {})
+            slot[part] = tensor
+            if len(slot) == len(parts):
+                out[fused] = torch.cat([slot.pop(p) for p in parts])
+                del pending[fused]
+            return True
+    return False
 
 
 def check(out: dict, target: dict, where: str) -> None:

@@ -2,28 +2,16 @@
 and the class, learned-sigma output. Parameter names follow facebookresearch/DiT."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import loading
-from .blocks import Attention, TimestepEmbedding, timestep_embedding
+from . import convert, loading
+from .blocks import Attention, TimestepEmbedding, sincos_pos_embed, timestep_embedding
 from .configs import DiTConfig
-
-
-def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
-    """DiT's fixed 2-D sin-cos position embedding (1, grid*grid, dim): the first half of the
-    channels encodes the column, the second half the row."""
-    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
-    pos = torch.arange(grid, dtype=torch.float64)
-    row, col = torch.meshgrid(pos, pos, indexing="ij")
-
-    def embed(p):
-        out = p.reshape(-1, 1) * omega[None]
-        return torch.cat([out.sin(), out.cos()], dim=1)
-    return torch.cat([embed(col), embed(row)], dim=1).float()[None]
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -119,5 +107,29 @@ class DiT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, source, config: Optional[DiTConfig] = None, **kw) -> "DiT":
-        """See fastdiff.models.loading.from_pretrained."""
-        return loading.from_pretrained(source, config=config, model=cls, **kw)
+        """See fastdiff.models.from_pretrained."""
+        return loading.load(KIND, source, config=config, **kw)
+
+
+_HEADS = {1152: 16, 1024: 16, 768: 12, 384: 6}  # hidden size -> heads of DiT-XL, -L, -B, -S
+
+
+def config_from_shapes(weights) -> DiTConfig:
+    """The original DiT checkpoints carry no config: read it off the tensor shapes."""
+    hidden, in_ch, patch, _ = weights.shape("x_embedder.proj.weight")
+    keys = weights.keys()
+    depth = len({k.split(".")[1] for k in keys if k.startswith("blocks.")})
+    out = weights.shape("final_layer.linear.weight")[0] // (patch * patch)
+    grid = math.isqrt(weights.shape("pos_embed")[1]) if "pos_embed" in keys else None
+    if hidden not in _HEADS or grid is None:
+        raise ValueError("fastdiff.models.from_pretrained: cannot infer this DiT's config (hidden size "
+                         f"{hidden}, pos_embed {'present' if grid else 'absent'}); pass config=DiTConfig(...)")
+    return DiTConfig(input_size=grid * patch, patch_size=patch, in_channels=in_ch, hidden_size=hidden, depth=depth,
+                     num_heads=_HEADS[hidden], num_classes=weights.shape("y_embedder.embedding_table.weight")[0] - 1,
+                     learn_sigma=out == 2 * in_ch)
+
+
+KIND = loading.ModelKind(
+    "DiT", DiTConfig, DiT, diffusers_classes=("DiTTransformer2DModel", "Transformer2DModel"),
+    config_from_diffusers=lambda cfg, prediction_type: DiTConfig.from_diffusers(cfg), layout=convert.dit_layout,
+    recognise=lambda keys: "x_embedder.proj.weight" in keys, config_from_keys=config_from_shapes)

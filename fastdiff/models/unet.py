@@ -7,44 +7,59 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from . import loading
+from . import convert, loading
 from .blocks import Downsample, GroupNorm, ResBlock, SpatialTransformer, TimestepEmbedding, Upsample, timestep_embedding
 from .configs import UNetConfig
 
 
-class UNetLevel(nn.Module):
-    """One resolution level: resnets, each followed by a spatial transformer when depth > 0, then
-    an optional resampler (downsample on the way down, upsample on the way up)."""
+class _Level(nn.Module):
+    """The resnets of one resolution level, each followed by a spatial transformer when depth > 0.
+    in_chs: the input channels of each resnet."""
 
-    def __init__(self, in_chs: list, skip_chs: list, out_ch: int, temb: int, depth: int, heads: int,
-                 c: UNetConfig, resample: Optional[nn.Module], down: bool):
+    def __init__(self, in_chs: list, out_ch: int, temb: int, depth: int, heads: int, c: UNetConfig):
         super().__init__()
         g, eps = c.norm_num_groups, c.norm_eps
-        self.resnets = nn.ModuleList(ResBlock(i + s, out_ch, temb, g, eps) for i, s in zip(in_chs, skip_chs))
+        self.resnets = nn.ModuleList(ResBlock(i, out_ch, temb, g, eps) for i in in_chs)
         self.attentions = nn.ModuleList(SpatialTransformer(out_ch, heads, depth, c.cross_attention_dim, g)
                                         for _ in in_chs) if depth else nn.ModuleList()
-        self.down = down
-        if down:
-            self.downsample = resample
-        else:
-            self.upsample = resample
+
+    def layer(self, i: int, h, temb, context):
+        h = self.resnets[i](h, temb)
+        return self.attentions[i](h, context) if self.attentions else h
+
+
+class UNetDownLevel(_Level):
+    """A level of the down path: its layers, then a downsample (none at the deepest level). Every
+    output, the downsampled one too, is appended to skips for the up path."""
+
+    def __init__(self, in_ch: int, out_ch: int, temb: int, depth: int, heads: int, c: UNetConfig,
+                 downsample: Optional[nn.Module]):
+        super().__init__([in_ch] + [out_ch] * (c.layers_per_block - 1), out_ch, temb, depth, heads, c)
+        self.downsample = downsample
 
     def forward(self, h, temb, context, skips: list):
-        """Down: appends each output to skips. Up: pops a skip before each resnet."""
-        for i, resnet in enumerate(self.resnets):
-            if not self.down:
-                h = torch.cat([h, skips.pop()], dim=1)
-            h = resnet(h, temb)
-            if self.attentions:
-                h = self.attentions[i](h, context)
-            if self.down:
-                skips.append(h)
-        if self.down and self.downsample is not None:
+        for i in range(len(self.resnets)):
+            h = self.layer(i, h, temb, context)
+            skips.append(h)
+        if self.downsample is not None:
             h = self.downsample(h)
             skips.append(h)
-        if not self.down and self.upsample is not None:
-            h = self.upsample(h)
         return h
+
+
+class UNetUpLevel(_Level):
+    """A level of the up path: each layer takes the last skip concatenated to its input; then an
+    upsample (none at the last level)."""
+
+    def __init__(self, in_chs: list, out_ch: int, temb: int, depth: int, heads: int, c: UNetConfig,
+                 upsample: Optional[nn.Module]):
+        super().__init__(in_chs, out_ch, temb, depth, heads, c)
+        self.upsample = upsample
+
+    def forward(self, h, temb, context, skips: list):
+        for i in range(len(self.resnets)):
+            h = self.layer(i, torch.cat([h, skips.pop()], dim=1), temb, context)
+        return h if self.upsample is None else self.upsample(h)
 
 
 class MidBlock(nn.Module):
@@ -79,9 +94,8 @@ class UNet(nn.Module):
         self.down_blocks = nn.ModuleList()
         prev = ch[0]
         for i in range(n):
-            last = i == n - 1
-            self.down_blocks.append(UNetLevel([prev] + [ch[i]] * (lpb - 1), [0] * lpb, ch[i], temb, depths[i],
-                                              heads[i], c, None if last else Downsample(ch[i]), down=True))
+            self.down_blocks.append(UNetDownLevel(prev, ch[i], temb, depths[i], heads[i], c,
+                                                  Downsample(ch[i]) if i < n - 1 else None))
             prev = ch[i]
         self.mid_block = MidBlock(ch[-1], temb, heads[-1], c)
 
@@ -90,9 +104,9 @@ class UNet(nn.Module):
         self.up_blocks = nn.ModuleList()
         prev = ch[-1]
         for i in reversed(range(n)):
-            skips = [skip_chs.pop() for _ in range(lpb + 1)]
-            self.up_blocks.append(UNetLevel([prev] + [ch[i]] * lpb, skips, ch[i], temb, depths[i], heads[i], c,
-                                            Upsample(ch[i]) if i > 0 else None, down=False))
+            in_chs = [a + skip_chs.pop() for a in [prev] + [ch[i]] * lpb]
+            self.up_blocks.append(UNetUpLevel(in_chs, ch[i], temb, depths[i], heads[i], c,
+                                              Upsample(ch[i]) if i > 0 else None))
             prev = ch[i]
         self.conv_norm_out = GroupNorm(c.norm_num_groups, ch[0], c.norm_eps, silu=True)
         self.conv_out = nn.Conv2d(ch[0], c.out_channels, 3, padding=1)
@@ -132,5 +146,11 @@ class UNet(nn.Module):
 
     @classmethod
     def from_pretrained(cls, source, config: Optional[UNetConfig] = None, **kw) -> "UNet":
-        """See fastdiff.models.loading.from_pretrained."""
-        return loading.from_pretrained(source, config=config, model=cls, **kw)
+        """See fastdiff.models.from_pretrained."""
+        return loading.load(KIND, source, config=config, **kw)
+
+
+KIND = loading.ModelKind(
+    "UNet", UNetConfig, UNet, diffusers_classes=("UNet2DConditionModel",),
+    config_from_diffusers=lambda cfg, prediction_type: UNetConfig.from_diffusers(cfg, prediction_type or "epsilon"),
+    layout=convert.unet_layout)

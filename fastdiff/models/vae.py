@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from . import loading
+from . import convert, loading
 from .blocks import Attention, Downsample, GroupNorm, ResBlock, Upsample
 from .configs import VAEConfig
 
@@ -127,5 +127,10 @@ class VAE(nn.Module):
 
     @classmethod
     def from_pretrained(cls, source, config: Optional[VAEConfig] = None, **kw) -> "VAE":
-        """See fastdiff.models.loading.from_pretrained."""
-        return loading.from_pretrained(source, config=config, model=cls, **kw)
+        """See fastdiff.models.from_pretrained."""
+        return loading.load(KIND, source, config=config, **kw)
+
+
+KIND = loading.ModelKind(
+    "VAE", VAEConfig, VAE, diffusers_classes=("AutoencoderKL",),
+    config_from_diffusers=lambda cfg, prediction_type: VAEConfig.from_diffusers(cfg), layout=convert.vae_layout)

@@ -1,9 +1,14 @@
-"""Sampling: noise schedules, samplers as coefficient recipes for fastdiff.ops.sampler_step, and
-the pipeline that runs them over any fastdiff model (CFG batching, CUDA graphs, VAE decode)."""
+"""Sampling: noise schedules, samplers as coefficient recipes for fastdiff.ops.sampler_step, the
+pipeline that runs them over any fastdiff model (CFG batching, CUDA graphs, VAE decode), and
+SamplingModel, a model with its sampling defaults and the one path from prompts or class labels
+to images."""
+from .defaults import SamplingDefaults
+from .model import SamplingModel
 from .pipeline import Pipeline
 from .samplers import (DDIM, DDPM, LCM, SAMPLERS, DPMSolverPP2M, Euler, EulerAncestral, FlowEuler, Heun, Plan,
                        data_prediction, get_sampler)
 from .schedules import FlowSchedule, NoiseSchedule
 
 __all__ = ["Pipeline", "Plan", "NoiseSchedule", "FlowSchedule", "SAMPLERS", "get_sampler", "data_prediction",
-           "DDPM", "DDIM", "Euler", "EulerAncestral", "Heun", "DPMSolverPP2M", "LCM", "FlowEuler"]
+           "DDPM", "DDIM", "Euler", "EulerAncestral", "Heun", "DPMSolverPP2M", "LCM", "FlowEuler",
+           "SamplingModel", "SamplingDefaults"]

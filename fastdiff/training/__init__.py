@@ -1,1 +1,2 @@
-"""The built-in default models: procedural scenes, their training, shipped weights and evaluation."""
+"""Training of the built-in models (fastdiff.builtin) on procedural scenes: the training loops, the
+attribute classifier that judges samples, and the prompt-accuracy evaluation."""

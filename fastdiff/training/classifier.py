@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import data
+from ..builtin import checkpoint, data
 
 
 class AttributeClassifier(nn.Module):
@@ -30,6 +30,12 @@ class AttributeClassifier(nn.Module):
     def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         colour, shape = self(images.float().clamp(-1, 1))
         return colour.argmax(1), shape.argmax(1)
+
+
+def load(weights_dir=None) -> AttributeClassifier:
+    """The trained classifier (shipped with the built-in models' weights), in eval mode."""
+    return checkpoint.load(AttributeClassifier(**checkpoint.config("classifier", weights_dir)), "classifier",
+                           weights_dir)
 
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -1,6 +1,5 @@
-"""`fastdiff eval`: prompt accuracy of the default models, measured by the shipped attribute
-classifier, over CFG scales and over samplers at their usual step counts; prints the table and
-saves PNG plots."""
+"""Prompt accuracy of the built-in models (`fastdiff eval`), measured by the shipped attribute
+classifier, over CFG scales and over samplers at their usual step counts; the tables and PNG plots."""
 from __future__ import annotations
 
 import json
@@ -9,15 +8,18 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, classifier, data, plots
-from .default import default_model, generate
+from .. import builtin
+from ..builtin import data
+from . import classifier, plots
 
 CFG_SCALES = (1.0, 3.0, 7.5, 12.0, 20.0)
-# (name, sampler, steps): each sampler at its usual step count. The default models are not
+# (name, sampler, steps): each sampler at its usual step count. The built-in models are not
 # consistency-distilled, so "lcm" is the LCM few-step schedule run on the plain noise predictor.
 SAMPLER_RUNS = (("DDPM", "ddpm", 1000), ("DDIM", "ddim", 50), ("DDIM", "ddim", 20),
                 ("DPM-Solver++ 2M", "dpmpp_2m", 20), ("Euler", "euler", 30), ("LCM-style", "lcm", 4))
-REFERENCE = ("dpmpp_2m", 20)  # the CFG sweep uses this sampler
+# The CFG sweep runs the models' default sampler and steps, the sampler sweep their default scale.
+REFERENCE = (builtin.SAMPLING.sampler, builtin.SAMPLING.steps)
+GUIDANCE = builtin.SAMPLING.guidance_scale
 
 
 def prompts(per_class: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
@@ -31,7 +33,7 @@ def prompts(per_class: int) -> tuple[list[str], torch.Tensor, torch.Tensor]:
 def measure(model, judge, per_class: int, sampler: str, steps: int, scale: float, seed: int) -> dict:
     texts, colour, shape = prompts(per_class)
     start = time.time()
-    images = generate(model, texts, sampler, steps, scale, seed)
+    images = model.generate(texts, sampler=sampler, steps=steps, guidance_scale=scale, seed=seed)
     seconds = time.time() - start
     acc_colour, acc_shape, acc = classifier.accuracy(judge, images.cpu(), colour, shape)
     return {"sampler": sampler, "steps": steps, "cfg": scale, "accuracy": acc, "colour": acc_colour,
@@ -39,12 +41,12 @@ def measure(model, judge, per_class: int, sampler: str, steps: int, scale: float
 
 
 def run_all(kind: str, per_class: int, seed: int, device: str, weights_dir=None, log=print) -> list[dict]:
-    model = default_model(kind, device=device, weights_dir=weights_dir)
-    judge = checkpoint.load(classifier.AttributeClassifier(**checkpoint.config("classifier", weights_dir)),
-                            "classifier", weights_dir)
+    """Every cell of both tables for the built-in model `kind`, one model (and one Pipeline) for all."""
+    model = builtin.sampling_model(kind, device=device, weights_dir=weights_dir)
+    judge = classifier.load(weights_dir)
     rows = []
     runs = [(REFERENCE[0], REFERENCE[1], s) for s in CFG_SCALES]
-    runs += [(sampler, steps, 7.5) for _, sampler, steps in SAMPLER_RUNS if (sampler, steps) != REFERENCE]
+    runs += [(sampler, steps, GUIDANCE) for _, sampler, steps in SAMPLER_RUNS if (sampler, steps) != REFERENCE]
     for sampler, steps, scale in runs:
         row = {"model": kind, **measure(model, judge, per_class, sampler, steps, scale, seed)}
         log(f"{kind:5s} {sampler:9s} steps {steps:4d} cfg {scale:5.1f}: accuracy {row['accuracy']:.3f} "
@@ -54,37 +56,27 @@ def run_all(kind: str, per_class: int, seed: int, device: str, weights_dir=None,
 
 
 def _kinds(rows: list[dict]) -> list[str]:
-    return sorted({r["model"] for r in rows}, key=["unet", "dit"].index)
+    return sorted({r["model"] for r in rows}, key=list(builtin.NAMES).index)
+
+
+def _reference_name() -> str:
+    """The CFG sweep's sampler and steps as the tables name them: "DPM-Solver++ 2M, 20 steps"."""
+    return next(f"{n}, {steps} steps" for n, sampler, steps in SAMPLER_RUNS if (sampler, steps) == REFERENCE)
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown tables: accuracy against CFG scale (DPM-Solver++ 20 steps), and against sampler (CFG 7.5)."""
+    """Markdown tables: accuracy against CFG scale (at REFERENCE), and against sampler (at GUIDANCE)."""
     kinds = _kinds(rows)
     get = {(r["model"], r["sampler"], r["steps"], r["cfg"]): r["accuracy"] for r in rows}
     head = "| " + " | ".join(kinds) + " |"
-    lines = [f"| CFG scale (DPM-Solver++ 2M, 20 steps) {head}", "|---" * (len(kinds) + 1) + "|"]
+    lines = [f"| CFG scale ({_reference_name()}) {head}", "|---" * (len(kinds) + 1) + "|"]
     for s in CFG_SCALES:
         lines.append(f"| {s:g} | " + " | ".join(f"{get[(k, *REFERENCE, s)]:.1%}" for k in kinds) + " |")
-    lines += ["", f"| sampler, steps (CFG 7.5) {head}", "|---" * (len(kinds) + 1) + "|"]
+    lines += ["", f"| sampler, steps (CFG {GUIDANCE:g}) {head}", "|---" * (len(kinds) + 1) + "|"]
     for n, sampler, steps in SAMPLER_RUNS:
-        lines.append(f"| {n} {steps} | " + " | ".join(f"{get[(k, sampler, steps, 7.5)]:.1%}" for k in kinds) + " |")
+        lines.append(f"| {n} {steps} | " + " | ".join(f"{get[(k, sampler, steps, GUIDANCE)]:.1%}" for k in kinds)
+                     + " |")
     return "\n".join(lines)
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--model", choices=("unet", "dit", "both"), default="both")
-    parser.add_argument("--per-class", type=int, default=2,
-                        help=f"samples per (colour, shape) prompt, of which there are {data.num_classes()} (default: 2)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--weights", default=None, help="weights folder (default: the shipped weights)")
-    parser.add_argument("--out", default="eval", help="folder for results.json, table.md and plots")
-
-
-def run(args) -> int:
-    kinds = ("unet", "dit") if args.model == "both" else (args.model,)
-    report([r for k in kinds for r in run_all(k, args.per_class, args.seed, args.device, args.weights)], args.out)
-    return 0
 
 
 def report(rows: list[dict], out) -> None:
@@ -99,12 +91,12 @@ def report(rows: list[dict], out) -> None:
     (out / "table.md").write_text(text + "\n")
     series = {k: [(s, next(r["accuracy"] for r in rows if r["model"] == k and r["cfg"] == s
                    and (r["sampler"], r["steps"]) == REFERENCE)) for s in CFG_SCALES] for k in kinds}
-    plots.line_plot(series, "CFG scale", "prompt accuracy", "Accuracy vs CFG (DPM-Solver++ 2M, 20 steps)",
+    plots.line_plot(series, "CFG scale", "prompt accuracy", f"Accuracy vs CFG ({_reference_name()})",
                     out / "accuracy_vs_cfg.png")
     by_steps = {f"{k} {n}": [(r["steps"], r["accuracy"]) for r in rows
-                             if r["model"] == k and r["sampler"] == s and r["cfg"] == 7.5]
+                             if r["model"] == k and r["sampler"] == s and r["cfg"] == GUIDANCE]
                 for k in kinds for n, s in {(n, s) for n, s, _ in SAMPLER_RUNS}}
     plots.line_plot({k: sorted(v) for k, v in sorted(by_steps.items())}, "steps (log)", "prompt accuracy",
-                    "Accuracy vs steps (CFG 7.5)", out / "accuracy_vs_steps.png", log_x=True)
+                    f"Accuracy vs steps (CFG {GUIDANCE:g})", out / "accuracy_vs_steps.png", log_x=True)
     print(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'accuracy_vs_cfg.png'}, "
           f"{out / 'accuracy_vs_steps.png'}")

@@ -1,4 +1,4 @@
-"""Training loops for the default models. Every batch is drawn fresh from the procedural scenes,
+"""Training loops for the built-in models. Every batch is drawn fresh from the procedural scenes,
 so there is no dataset to download and no epoch: a run is a number of steps."""
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import checkpoint, classifier, data, tokenizer
+from ..builtin import checkpoint, data, schedule, tokenizer
+from . import classifier
 
 
 def loop(name: str, params, loss_fn, steps: int, lr: float, out_dir=None, log_every: int = 50) -> list[float]:
@@ -55,14 +56,6 @@ def train_classifier(steps: int = 1500, batch: int = 128, seed: int = 1, out_dir
 
     losses = loop("classifier", model.parameters(), loss_fn, steps, 3e-3, out_dir)
     return checkpoint.save(model.eval(), "classifier", {"width": width}, out_dir), losses
-
-
-def schedule():
-    """The forward process of both default models: DDPM's linear betas, whose last step leaves
-    almost no signal (alpha_bar_T = 4e-5), which suits 8x8 latents."""
-    from ..sampling import NoiseSchedule
-
-    return NoiseSchedule.from_betas("linear", 1000, 1e-4, 0.02)
 
 
 def diffusion_loss(denoise, z0: torch.Tensor, cond: tuple, sched, g: torch.Generator) -> torch.Tensor:

@@ -1,5 +1,5 @@
 """Shared by the model tests: random diffusers models saved to disk, and the comparison of a
-fastdiff model with the diffusers one in float32 (DESIGN's numerics rule against float64) and
+fastdiff model with the diffusers one in float32 (the numerics rule of docs/design.md, against float64) and
 float64 (agreement to rounding)."""
 import torch
 

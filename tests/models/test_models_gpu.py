@@ -1,6 +1,6 @@
 """On a GPU: each model at full size in fp16 on each fused backend (preferred, torch where it
 cannot run the inputs) against the torch backend in fp16, both measured against the torch
-backend in float64 (DESIGN's numerics rule)."""
+backend in float64 (the numerics rule of docs/design.md)."""
 import pytest
 import torch
 

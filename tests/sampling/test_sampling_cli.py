@@ -1,4 +1,5 @@
 """`fastdiff sample` end to end with a stand-in default model."""
+import argparse
 import json
 import sys
 import types
@@ -8,23 +9,25 @@ import pytest
 import torch
 from PIL import Image
 
-from fastdiff import cli
+import fastdiff
+from fastdiff import backends, builtin, cli, models
 from fastdiff.sampling import NoiseSchedule
 from fastdiff.sampling.model import SamplingModel
 
 from test_sampling_pipeline import TinyUNet, TinyVAE  # noqa: E402
 
 
-def _stand_in(monkeypatch, calls):
+def _stand_in(monkeypatch, calls, **fields):
+    """The built-in model replaced by a TinyUNet with a TinyVAE (SamplingModel fields as given)."""
     unet, vae = TinyUNet(), TinyVAE()
 
-    def default_model(name, device):
+    def sampling_model(name, device):
         calls.append((name, device))
         encode = lambda prompts: unet.ctx.weight.new_ones(len(prompts), 3, 8) * len(prompts[0])  # noqa: E731
         return SamplingModel(unet, NoiseSchedule.from_betas(), (4, 8, 8),
                              lambda p, g: (torch.cat([encode([""] * len(p)), encode(p)]) if g else encode(p),),
-                             vae=vae)
-    monkeypatch.setitem(sys.modules, "fastdiff.training.default", types.SimpleNamespace(default_model=default_model))
+                             vae=vae, **fields)
+    monkeypatch.setattr(builtin, "sampling_model", sampling_model)
     return unet
 
 
@@ -55,8 +58,33 @@ def test_sample_several_prompts_in_rows(tmp_path, monkeypatch):
     assert cli.main(args[:-1] + ["--quiet", "--scale", "0"]) == 2
 
 
+def test_sample_uses_the_model_defaults(tmp_path, monkeypatch):
+    """Without --sampler, --steps and --cfg: the model's defaults, else the generic ones (CFG 5)."""
+    out = str(tmp_path / "grid.png")
+    args = ["sample", "a red circle", "--n", "2", "--device", "cpu", "--out", out, "--quiet"]
+    unet = _stand_in(monkeypatch, [], defaults={"steps": 3, "guidance_scale": 1.0})
+    assert cli.main(args) == 0 and unet.calls == [2] * 3  # unguided: one row per image
+    unet = _stand_in(monkeypatch, [], defaults={"steps": 3})
+    assert cli.main(args) == 0 and unet.calls == [4] * 3  # the generic CFG 5: the CFG batch
+    unet = _stand_in(monkeypatch, [], defaults={"sampler": "heun", "steps": 3})
+    assert cli.main(args) == 0 and len(unet.calls) == 5  # Heun: two evaluations per step but the last
+    unet = _stand_in(monkeypatch, [])
+    assert cli.main(args + ["--sampler", "ddim"]) == 0 and unet.calls == [4] * 20  # generic: 20 steps
+
+
+def test_backend_choices_are_the_backends(monkeypatch):
+    monkeypatch.setattr(backends, "NAMES", ("torch", "other"))
+    parser = argparse.ArgumentParser()
+    cli.sample_arguments(parser)
+    for name in ("auto", "torch", "other"):
+        assert parser.parse_args(["--backend", name]).backend == name
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--backend", "cuda"])
+
+
 def test_sample_without_a_default_model(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "fastdiff.training.default", None)
+    monkeypatch.setitem(sys.modules, "fastdiff.builtin", None)
+    monkeypatch.delattr(fastdiff, "builtin")
     assert cli.main(["sample", "--device", "cpu"]) == 2
     assert "pass --model with a checkpoint directory" in capsys.readouterr().err
 
@@ -79,8 +107,7 @@ class TinyDiT(torch.nn.Module):
 def test_sample_from_a_checkpoint_directory(tmp_path, monkeypatch):
     dit = TinyDiT()
     loaded = []
-    monkeypatch.setitem(sys.modules, "fastdiff.models",
-                        types.SimpleNamespace(from_pretrained=lambda path: loaded.append(str(path)) or dit))
+    monkeypatch.setattr(models, "from_pretrained", lambda path: loaded.append(str(path)) or dit)
     out = tmp_path / "dit.png"
     assert cli.main(["sample", "--model", str(tmp_path), "--class-label", "7", "--n", "2", "--steps", "3",
                      "--device", "cpu", "--out", str(out), "--quiet"]) == 0

@@ -1,10 +1,11 @@
 import torch
 
-from fastdiff.training import checkpoint, classifier, data
+from fastdiff.builtin import data
+from fastdiff.training import classifier
 
 
 def test_shipped_classifier_is_accurate_on_fresh_scenes():
-    model = checkpoint.load(classifier.AttributeClassifier(**checkpoint.config("classifier")), "classifier")
+    model = classifier.load()
     seed = int(torch.randint(0, 2**31, ()))
     images, _, scenes = data.batch(1000, seed=seed)
     colour, shape, both = classifier.accuracy(model, images, scenes.colour, scenes.shape)

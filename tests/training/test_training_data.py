@@ -1,6 +1,6 @@
 import torch
 
-from fastdiff.training import data, tokenizer
+from fastdiff.builtin import data, tokenizer
 
 
 def test_batches_are_deterministic_and_seeds_differ():

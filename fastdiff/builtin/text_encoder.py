@@ -37,7 +37,7 @@ class TextEncoder(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """(N, max_len) token ids -> (N, max_len, dim) context."""
         if ids.dim() != 2 or ids.shape[1] != self.config.max_len:
-            raise ValueError(f"fastdiff.training.text_encoder: expected (N, {self.config.max_len}) token ids, "
+            raise ValueError(f"fastdiff.builtin.text_encoder: expected (N, {self.config.max_len}) token ids, "
                              f"got {tuple(ids.shape)}")
         return self.norm(self.blocks(self.token(ids) + self.position))
 

@@ -1,4 +1,5 @@
-"""Shipped weights: safetensors files under fastdiff/training/weights, stored in float16."""
+"""Shipped weights: safetensors files under fastdiff/builtin/weights, stored in float16, with the
+config in their metadata."""
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ def load(module: torch.nn.Module, name: str, directory=None) -> torch.nn.Module:
     """Loads `name` into `module` (cast back to the module's dtype), in eval mode."""
     file = path(name, directory)
     if not file.exists():
-        raise FileNotFoundError(f"fastdiff.training.checkpoint: no weights {file}; run `fastdiff train` first")
+        raise FileNotFoundError(f"fastdiff.builtin.checkpoint: no weights {file}; run `fastdiff train` first")
     state = load_file(str(file))
     ref = module.state_dict()
     module.load_state_dict({k: v.to(ref[k].dtype) if k in ref else v for k, v in state.items()})
