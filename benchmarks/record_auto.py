@@ -1,19 +1,38 @@
-"""Record the backend orders measured by the benchmarks (the "auto" cases of results/*.json) in
-fastdiff/measured.json, which `auto` reads: each op measured on this device replaces that op's
-earlier cases for the device; other devices and ops are kept. Commit the file to ship them.
-Rows that failed (those with an "error") measured nothing and are left out."""
+"""Record the backend orders measured by the benchmarks (the "auto" cases of results/*.json, or of
+the folder given) in fastdiff/measured.json, which `auto` reads: each op measured on a device
+replaces that op's earlier cases for the device; other devices and ops are kept. Each device keeps
+the provenance of its latest recording (fastdiff commit, torch, triton, folder). Commit the file to
+ship them. Rows that failed (those with an "error") measured nothing and are left out.
+
+    python benchmarks/record_auto.py [RESULTS_FOLDER]
+"""
 import json
 import pathlib
+import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TABLE = ROOT / "fastdiff" / "measured.json"
 
 
-def main():
+def provenance(env: dict, folder: pathlib.Path) -> str:
+    commit = env.get("commit", "?") + (" with local edits" if env.get("dirty") else "")
+    return (f"fastdiff {env.get('fastdiff', '?')} at {commit}, torch {env.get('torch', '?')}, "
+            f"triton {env.get('triton', '?')}; benchmarks in {folder.name}/")
+
+
+def main(argv=None):
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) > 1:
+        sys.exit("usage: record_auto.py [RESULTS_FOLDER]")
+    folder = pathlib.Path(args[0]) if args else ROOT / "results"
+    if not folder.is_dir():
+        sys.exit(f"record_auto.py: RESULTS_FOLDER {folder} is not a folder")
     table = json.loads(TABLE.read_text()) if TABLE.is_file() else {}
     fresh = {}
-    for path in sorted((ROOT / "results").glob("*.json")):
+    for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text())
+        if not isinstance(data, dict) or "env" not in data:
+            continue  # not a benchmark's results
         failed = [r for r in data.get("rows", []) if "error" in r]
         if failed:  # a failed row times nothing: only the backends that ran are ordered
             print(f"{path.name}: {len(failed)} failed rows left out")
@@ -21,10 +40,12 @@ def main():
             if not case.get("order"):
                 continue
             case = dict(case)
-            fresh.setdefault(data["env"]["device"], {}).setdefault(case.pop("op"), []).append(case)
+            ops = fresh.setdefault(data["env"]["device"], {"provenance": provenance(data["env"], folder)})
+            ops.setdefault(case.pop("op"), []).append(case)
     for device, ops in fresh.items():
         table.setdefault(device, {}).update(ops)
-        print(f"{device}: " + ", ".join(f"{op} ({len(cases)} cases)" for op, cases in sorted(ops.items())))
+        print(f"{device}: " + ", ".join(f"{op} ({len(cases)} cases)" for op, cases in sorted(ops.items())
+                                        if op != "provenance"))
     TABLE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
     print(f"wrote {TABLE}")
 

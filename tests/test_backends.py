@@ -168,3 +168,26 @@ def test_auto_follows_the_measured_order(monkeypatch):
         == ("cuda", "torch")
     assert candidates("cfg_combine", big) == backends.OPS["cfg_combine"].auto_order
     assert candidates("group_norm", backends.Inputs(torch.device("cpu"), torch.float16, numel=2 ** 27)) == ("torch",)
+
+
+def test_shipped_measurements_put_only_faster_backends_ahead_of_torch(monkeypatch):
+    """At each measured shape of fastdiff/measured.json, auto tries first exactly the backends
+    measured faster than the torch reference, fastest first; each device names its provenance."""
+    from fastdiff import measured
+
+    table = measured.table()
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert table, "fastdiff/measured.json records no device"
+    for device, ops in table.items():
+        ops = dict(ops)
+        assert ops.pop("provenance"), device
+        monkeypatch.setattr(backends, "_device_name", lambda index, device=device: device)
+        for op, cases in ops.items():
+            assert op in backends.OPS, op
+            for case in cases:
+                assert set(case["order"]) <= set(backends.NAMES) and "torch" in case["order"], case
+                inputs = backends.Inputs(CUDA, getattr(torch, case["dtype"]), channels_last=case["channels_last"],
+                                         **{k: case[k] for k in ("numel", "head_dim", "seq_k") if k in case})
+                order = backends._auto_candidates(op, inputs)
+                faster = case["order"][:case["order"].index("torch")]
+                assert order[:order.index("torch")] == tuple(faster), (device, case)

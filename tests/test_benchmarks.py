@@ -95,12 +95,17 @@ def test_record_auto_reads_files_with_failed_rows(tmp_path, monkeypatch):
     data = _saved(results)
     data["auto"].append({**data["auto"][0], "order": []})  # a case where nothing ran
     results.path.write_text(json.dumps(data))
-    monkeypatch.setattr(record_auto, "ROOT", tmp_path)
     monkeypatch.setattr(record_auto, "TABLE", tmp_path / "measured.json")
-    record_auto.main()
+    record_auto.main([str(tmp_path / "results")])
     table = json.loads((tmp_path / "measured.json").read_text())
     device = data["env"]["device"]
     assert [c["order"] for c in table[device]["cfg_combine"]] == [["torch"]]
+    assert "results/" in table[device]["provenance"]
+
+
+def test_record_auto_checks_its_argument(tmp_path):
+    with pytest.raises(SystemExit, match="RESULTS_FOLDER"):
+        record_auto.main([str(tmp_path / "missing")])
 
 
 def test_the_scripts_import():
