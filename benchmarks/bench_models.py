@@ -8,9 +8,10 @@ Rows: fastdiff on auto's backends (run benchmarks/record_auto.py first, or auto 
 orders), fastdiff forced onto the torch backend and preferring each fused backend (triton, cuda:
 every op it can run, torch for the rest, e.g. cuda attention takes only short key sequences),
 torch.compile of the fastdiff model (fastdiff's ops stay custom ops inside the graph) and, when
-diffusers is importable, diffusers eager and torch.compile of it. With diffusers the fastdiff model gets the diffusers model's random weights
-(converted by from_pretrained); without it fastdiff is built from its presets and the speedup is
-against fastdiff on its torch backend. The conv models (U-Net, VAE) run channels_last, both libraries.
+diffusers is importable, diffusers eager and torch.compile of it. With diffusers the fastdiff model
+gets the diffusers model's random weights (converted by from_pretrained); without it fastdiff is
+built from its presets and the speedup is against fastdiff on its torch backend. The conv models
+(U-Net, VAE) run channels_last, both libraries.
 
 "first call s" is the wall time of the first call, compile and Triton JIT included. The Triton and
 Inductor caches start empty, but in-process caches are shared: a later row may reuse kernels an

@@ -67,7 +67,8 @@ def main():
     for op, name, shape, dtype, (eager, fused, make, tensors) in cases:
         key = {"op": op, "case": name, "shape": str(shape), "dtype": str(dtype).removeprefix("torch.")}
         nbytes = tensors * math.prod(shape) * dtype.itemsize
-        inputs = results.call({**key, "impl": "setup"}, lambda: [make() for _ in range(rotations(nbytes))])
+        inputs = results.call({**key, "impl": "setup"},
+                              lambda make=make, n=nbytes: [make() for _ in range(rotations(n))])
         if inputs is None:
             continue
         desc = backends.Inputs(torch.device("cuda"), dtype, numel=math.prod(shape))

@@ -89,7 +89,8 @@ def strided(t: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 def assert_like(out: torch.Tensor, x: torch.Tensor, *, channels_last: bool = False) -> None:
     """out has x's shape and dtype, and the channels_last layout when asked."""
-    assert out.dtype == x.dtype and out.shape == x.shape, f"{out.dtype} {tuple(out.shape)} vs {x.dtype} {tuple(x.shape)}"
+    assert out.dtype == x.dtype and out.shape == x.shape, \
+        f"{out.dtype} {tuple(out.shape)} vs {x.dtype} {tuple(x.shape)}"
     if channels_last:
         assert out.is_contiguous(memory_format=torch.channels_last), "channels_last input, output not channels_last"
 

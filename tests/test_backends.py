@@ -1,12 +1,10 @@
 """Backend registry: selection, forcing, explanations and lazy loading."""
-import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-import fastdiff
 from fastdiff import backends, ops
 
 
@@ -178,11 +176,11 @@ def test_shipped_measurements_put_only_faster_backends_ahead_of_torch(monkeypatc
     table = measured.table()
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     assert table, "fastdiff/measured.json records no device"
-    for device, ops in table.items():
-        ops = dict(ops)
-        assert ops.pop("provenance"), device
+    for device, entry in table.items():
+        cases_of = dict(entry)
+        assert cases_of.pop("provenance"), device
         monkeypatch.setattr(backends, "_device_name", lambda index, device=device: device)
-        for op, cases in ops.items():
+        for op, cases in cases_of.items():
             assert op in backends.OPS, op
             for case in cases:
                 assert set(case["order"]) <= set(backends.NAMES) and "torch" in case["order"], case

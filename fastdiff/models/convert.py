@@ -230,7 +230,7 @@ def check(out: dict, target: dict, where: str) -> None:
     unexpected = sorted(set(out) - set(target))
     shapes = sorted(f"{k}: checkpoint {tuple(out[k].shape)}, model {tuple(target[k].shape)}"
                     for k in set(out) & set(target) if out[k].shape != target[k].shape)
-    problems = [f"{label} ({len(items)}): " + ", ".join(items)
-                for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)) if items]
+    found = (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
+    problems = [f"{label} ({len(items)}): " + ", ".join(items) for label, items in found if items]
     if problems:
         raise ValueError(f"{where}: the checkpoint does not fit the model.\n" + "\n".join(problems))

@@ -23,7 +23,8 @@ def kind_of(ckpt: Checkpoint, *, config=None, model=None) -> ModelKind:
         found = [k for k in KINDS if named in k.diffusers_classes] or \
             [k for k in KINDS if k.recognise(ckpt.weights.keys())]
     if not found:
-        raise ValueError(f"{ckpt.where}: cannot tell which model this is; pass config=UNetConfig/DiTConfig/VAEConfig(...)")
+        raise ValueError(f"{ckpt.where}: cannot tell which model this is; "
+                         "pass config=UNetConfig/DiTConfig/VAEConfig(...)")
     return found[0]
 
 

@@ -11,7 +11,6 @@ entry is dropped once converted, so loading never holds a second copy of the wei
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional

@@ -114,7 +114,7 @@ class _Step:
         except Exception as e:  # any op that cannot be captured: fall back to eager
             self.graph_failed = True
             warnings.warn(f"fastdiff.sampling: CUDA graph capture failed ({type(e).__name__}: {e}); "
-                          f"sampling eagerly", RuntimeWarning)
+                          f"sampling eagerly", RuntimeWarning, stacklevel=2)
         finally:
             torch.cuda.current_stream().wait_stream(side)
             for dst, src in saved:

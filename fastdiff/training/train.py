@@ -142,8 +142,9 @@ def train_unet(unet, text_encoder, vae, steps: int = 2000, batch: int = 64, seed
 def train_dit(dit, vae, steps: int = 2000, batch: int = 64, seed: int = 0, out_dir=None, p_uncond: float = 0.2,
               p_mislabel: float = 0.25, lr: float = 1e-3):
     """The DiT conditioned on the (colour, shape) class, with mislabelled classes p_mislabel and
-    label dropout p_uncond to the null class (label num_classes). The null class reaches every block only through adaLN and lags the labels
-    at 10% dropout, and guidance amplifies its error, hence 20%. A learned-sigma output is trained
+    label dropout p_uncond to the null class (label num_classes). The null class reaches every
+    block only through adaLN and lags the labels at 10% dropout, and guidance amplifies its error,
+    hence 20%. A learned-sigma output is trained
     on its noise half only."""
     g, sched = torch.Generator().manual_seed(seed), schedule()
     vae.eval().requires_grad_(False)

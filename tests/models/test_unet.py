@@ -42,7 +42,8 @@ def inputs(model):
     x = randn((2, c.in_channels, 16, 16))
     t = torch.tensor([10.5, 700.0])
     ctx = randn((2, 7, c.cross_attention_dim))
-    added = {"text_embeds": randn((2, 12)), "time_ids": torch.tensor([[16.0, 16, 0, 0, 16, 16], [32, 24, 2, 1, 16, 16]])}
+    time_ids = torch.tensor([[16.0, 16, 0, 0, 16, 16], [32, 24, 2, 1, 16, 16]])
+    added = {"text_embeds": randn((2, 12)), "time_ids": time_ids}
     return x, t, ctx, added if c.addition_embed_type else None
 
 

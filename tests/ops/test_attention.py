@@ -19,7 +19,8 @@ def naive_attention(q, k, v, scale):
 
 @pytest.mark.parametrize("sq, sk, d", [(17, 17, 40), (9, 77, 72)])
 def test_reference_matches_naive(sq, sk, d):
-    q, k, v = randn((2, sq, 3, d), torch.float64), randn((2, sk, 3, d), torch.float64), randn((2, sk, 3, d), torch.float64)
+    q = randn((2, sq, 3, d), torch.float64)
+    k, v = randn((2, sk, 3, d), torch.float64), randn((2, sk, 3, d), torch.float64)
     torch.testing.assert_close(reference.attention(q, k, v, scale=0.3), naive_attention(q, k, v, 0.3),
                                rtol=1e-12, atol=1e-12)
 

@@ -60,7 +60,8 @@ def _check(backend, shape, groups, dtype, layout="contiguous", silu=True, affine
     x = randn(shape, dtype, DEVICE, mean=mean, channels_last=layout == "channels_last")
     if layout == "strided":
         x = strided(x, 0)
-    skip_unless_backend(backend, "group_norm", backends.Inputs(x.device, x.dtype, channels_last=layout == "channels_last"))
+    inputs = backends.Inputs(x.device, x.dtype, channels_last=layout == "channels_last")
+    skip_unless_backend(backend, "group_norm", inputs)
     c = shape[1]
     w, b = (randn((c,), torch.float32, DEVICE), randn((c,), torch.float32, DEVICE)) if affine else (None, None)
     with ops.use_backend(backend):
