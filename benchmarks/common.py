@@ -18,6 +18,8 @@ import traceback
 
 import torch
 
+from fastdiff import backends
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 L2_BYTES = 50 * 2**20  # H100; rotation only needs an upper bound
 
@@ -64,7 +66,7 @@ def time_ms(fn, inputs: list[tuple], warmup_ms: int = 25, rep_ms: int = 100) -> 
     return triton.testing.do_bench(call, warmup=warmup_ms, rep=rep_ms, return_mode="median")
 
 
-FASTDIFF_BACKENDS = ("torch", "triton", "cuda")  # "torch": fastdiff's reference backend
+FASTDIFF_BACKENDS = backends.NAMES  # "torch": fastdiff's reference backend
 
 
 def backend_impls(op: str, desc, call) -> dict:

@@ -21,7 +21,7 @@ import dataclasses
 import functools
 import importlib
 import os
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import torch
 
@@ -30,9 +30,9 @@ FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32, torch.float64}
 GPU_FLOATS = frozenset({torch.float16, torch.bfloat16, torch.float32})
 
 
-@dataclasses.dataclass(frozen=True)
-class Inputs:
-    """What a backend needs to know about an op's inputs to say whether it can run them."""
+class Inputs(NamedTuple):
+    """What a backend needs to know about an op's inputs to say whether it can run them (a tuple:
+    cheap to build and hash on every op call)."""
 
     device: torch.device
     dtype: torch.dtype
@@ -220,7 +220,8 @@ def _candidates(op: str, inputs: Inputs, name: str, fallback: bool) -> tuple[str
 
 def select(op: str, inputs: Inputs) -> Backend:
     """The backend that runs `op` on these inputs for the current request; raises BackendUnavailable."""
-    return _select(op, inputs, *_request(), _triton_interpret())
+    # Triton's interpreter matters only off the GPU: an op call on CUDA reads no environment for it.
+    return _select(op, inputs, *_request(), inputs.device.type != "cuda" and _triton_interpret())
 
 
 @functools.lru_cache(maxsize=4096)

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
-SCRIPTS = ("bench_attention", "bench_group_norm", "bench_sampler_step", "bench_models", "bench_sampling",
-           "record_auto")
+SCRIPTS = tuple(sorted(p.stem for p in BENCH.glob("*.py") if p.stem != "common"))
 
 
 def _load(name):
@@ -114,3 +113,12 @@ def test_the_scripts_import():
     code = f"import sys; sys.path.insert(0, {str(BENCH)!r}); import " + ", ".join(SCRIPTS)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-4000:]
+
+
+def test_host_cost_benchmark_runs_on_the_cpu(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH / "bench_host.py"), "--calls", "3", "--repeats", "1",
+                          "--results", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
+    rows = json.loads((tmp_path / "host.json").read_text())["rows"]
+    assert {r["op"] for r in rows} == {"cfg_combine", "sampler_step", "group_norm", "attention"}
+    assert all(r["op call us"] > 0 and r["bare launch us"] > 0 for r in rows)

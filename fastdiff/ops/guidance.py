@@ -9,6 +9,7 @@ Every sampler of fastdiff is this one update with its own host-computed coeffici
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Sequence, Union
 
 import torch
@@ -119,9 +120,11 @@ def _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise):
             raise ValueError(f"fastdiff.sampler_step: a coeffs tensor must be a float tensor of shape (6,) "
                              f"on {x.device}, got {coeffs.dtype} {tuple(coeffs.shape)} on {coeffs.device}")
         return coeffs, guidance_scale
-    if isinstance(coeffs, (str, bytes)) or not isinstance(coeffs, Sequence) or len(coeffs) != 6:
+    if isinstance(coeffs, (str, bytes)) or not isinstance(coeffs, (tuple, list, Sequence)) or len(coeffs) != 6:
         raise TypeError("fastdiff.sampler_step: coeffs must be six numbers (p, q, a, b, c, e) or a tensor "
                         f"of shape (6,), got {coeffs!r}")
+    if all(type(v) is float and math.isfinite(v) for v in coeffs):  # the samplers' case, checked at once
+        return tuple(coeffs), guidance_scale
     return tuple(check_float(op, f"coeffs[{i}]", v) for i, v in enumerate(coeffs)), guidance_scale
 
 
