@@ -1,14 +1,16 @@
 """Build: kernels/ installs as fastdiff._triton; csrc/ compiles into fastdiff._C when nvcc is found.
 
 FASTDIFF_BUILD_CUDA=auto|0|1   auto builds fastdiff._C if nvcc is found, 1 requires it, 0 skips it.
-FASTDIFF_CUDA_ARCHS="80;90a"   the SM architectures to compile for (semicolon or comma separated).
+FASTDIFF_CUDA_ARCHS="80;90a"   the SM architectures to compile for (semicolon or comma separated);
+                               the default, the sources and the flags are csrc/build.json's.
 
 fastdiff._C links only the CUDA runtime (statically) and pybind11, never libtorch: Python hands it
 data pointers, shapes, strides, a dtype code and the stream. The same objects also go into
 libfastdiff.a, installed with the headers for programs that embed the kernels without Python.
 """
-import glob
+import importlib.util
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -18,16 +20,16 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# csrc/build.py: the sources, flags and archs in csrc/build.json (which CMake reads too) and the
+# rule that finds nvcc, shared with tests/csrc/test_build.py.
+BUILD_PY = os.path.join(ROOT, "csrc", "build.py")
 
 
-def find_nvcc():
-    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
-    # The toolkit's own nvcc first: one on PATH may be a wrapper script outside the toolkit.
-    for cand in ([os.path.join(home, "bin", "nvcc")] if home else []) + ["/usr/local/cuda/bin/nvcc",
-                                                                      shutil.which("nvcc")]:
-        if cand and os.path.exists(cand):
-            return os.path.realpath(cand)
-    return None
+def csrc_build():
+    spec = importlib.util.spec_from_file_location("fastdiff_csrc_build", BUILD_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def ninja_bin():
@@ -44,30 +46,31 @@ class BuildCuda(build_ext):
     def build_extension(self, ext):
         if ext.name != "fastdiff._C":
             return super().build_extension(ext)
-        nvcc, ninja = find_nvcc(), ninja_bin()
+        b = csrc_build()
+        nvcc, ninja = b.find_nvcc(), ninja_bin()
         if not nvcc or not ninja:
             raise RuntimeError(f"fastdiff: building fastdiff._C needs nvcc and ninja (nvcc={nvcc}, ninja={ninja})")
-        cuda_home = os.path.dirname(os.path.dirname(nvcc))
+        cuda_home = b.cuda_home(nvcc)
         import pybind11
 
-        archs = [a for a in os.environ.get("FASTDIFF_CUDA_ARCHS", "80;90a").replace(",", ";").split(";") if a]
-        gencode = " ".join(f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs)
         build = os.path.abspath(os.path.join(self.build_temp, "csrc"))
         os.makedirs(build, exist_ok=True)
         out = os.path.abspath(self.get_ext_fullpath(ext.name))
         os.makedirs(os.path.dirname(out), exist_ok=True)
         lib_dir = os.path.join(os.path.dirname(out), "lib")
         os.makedirs(lib_dir, exist_ok=True)
-        inc = f"-I{ROOT}/csrc/include -I{cuda_home}/include"
-        cu = sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cu")))
-        cpp = [os.path.join(ROOT, "csrc", "bindings.cpp")]
+        cu = [str(p) for p in b.kernels()]
+        cpp = [str(p) for p in b.bindings()]
         cxx = os.environ.get("CXX", "c++")
+        nvcc_flags = shlex.join(b.nvcc_flags(b.archs()) + [f"-I{cuda_home}/include"])
+        cxx_flags = shlex.join(b.cxx_flags() + [f"-I{cuda_home}/include", f"-I{pybind11.get_include()}",
+                                                f"-I{sysconfig.get_paths()['include']}"])
         rules = f"""
 rule nvcc
-  command = {nvcc} -std=c++17 -O3 -Xcompiler -fPIC --expt-relaxed-constexpr {gencode} {inc} -MD -MF $out.d -c $in -o $out
+  command = {nvcc} {nvcc_flags} -MD -MF $out.d -c $in -o $out
   depfile = $out.d
 rule cxx
-  command = {cxx} -std=c++17 -O2 -fPIC -fvisibility=hidden {inc} -I{pybind11.get_include()} -I{sysconfig.get_paths()['include']} -MD -MF $out.d -c $in -o $out
+  command = {cxx} {cxx_flags} -MD -MF $out.d -c $in -o $out
   depfile = $out.d
 rule ar
   command = rm -f $out && ar rcs $out $in
@@ -88,17 +91,16 @@ rule link
         jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 2))
         subprocess.check_call([ninja, "-C", build, "-j", jobs])
         # Headers beside the static library, for C++ programs that embed the kernels.
-        shutil.copytree(os.path.join(ROOT, "csrc", "include"), os.path.join(os.path.dirname(out), "include"),
-                        dirs_exist_ok=True)
+        shutil.copytree(b.include_dir(), os.path.join(os.path.dirname(out), "include"), dirs_exist_ok=True)
 
 
 def cuda_extensions():
     mode = os.environ.get("FASTDIFF_BUILD_CUDA", "auto").lower()
     if mode not in ("auto", "0", "1"):
         sys.exit(f"fastdiff: FASTDIFF_BUILD_CUDA must be auto, 0 or 1, got {mode!r}")
-    if mode == "0" or not os.path.exists(os.path.join(ROOT, "csrc", "bindings.cpp")):
+    if mode == "0" or not os.path.exists(BUILD_PY):
         return []
-    if find_nvcc() is None:
+    if csrc_build().find_nvcc() is None:
         if mode == "1":
             sys.exit("fastdiff: FASTDIFF_BUILD_CUDA=1 but nvcc was not found (set CUDA_HOME)")
         print("fastdiff: nvcc not found, building without fastdiff._C (torch and triton backends only)")
