@@ -1,11 +1,12 @@
-// Cross-attention for short key/value sequences on tensor cores (mma.sync m16n8k16, fp32
-// accumulation), sm_80 and later.
+// Attention on tensor cores (mma.sync m16n8k16, fp32 accumulation), sm_80 and later; fastest
+// for short key/value sequences (cross-attention to text), correct for any.
 //
 // A block takes 64 queries of one (batch, head): four warps of 16 rows. It stages Q, then as many
 // keys of K and V as fit its shared-memory budget (all of them for text conditioning: 77 keys at
-// head dim 160 fit), zero-padded to the MMA tile so no masked copy is ever made in memory. Each
-// warp computes S = Q K^T over 32 keys at a time, keeps the softmax exact with a running fp32
-// max and sum (one pass, no score matrix in memory), and accumulates P V in fp32 registers.
+// head dim 160 fit; longer sequences stream through in chunks), zero-padded to the MMA tile so no
+// masked copy is ever made in memory. Each warp computes S = Q K^T over 32 keys at a time, keeps
+// the softmax exact with a running fp32 max and sum (one pass, no score matrix in memory), and
+// accumulates P V in fp32 registers.
 // V is staged transposed so both MMAs read their B operand as one 32-bit word per register.
 //
 // Blocks are numbered linearly, query tile fastest, on grid axis x (2^31 - 1 blocks at most),
@@ -13,15 +14,20 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cmath>
+
 #include "dtype.cuh"
 #include "fastdiff/attention.h"
+#include "launch.cuh"
 
 namespace fastdiff {
 namespace {
 
 constexpr int kWarps = 4, kRows = 16 * kWarps;  // queries per block
 constexpr int kSub = 32;                        // keys per softmax step
-constexpr int kSmemBudget = 96 * 1024;
+// Speed policy: K and V chunks no larger than lets two blocks share an SM (see
+// DeviceLimits::smem_budget: 113 KiB on sm_90, 81 KiB on sm_80).
+constexpr int kBlocksPerSM = 2;
 constexpr int64_t kMaxGridX = (int64_t(1) << 31) - 1, kMaxGridY = 65535;
 
 template <typename T> struct Mma;
@@ -195,36 +201,42 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(
 }
 
 template <typename T, int DP>
-Status launch(const T* q, const T* k, const T* v, T* out, int64_t batch, int64_t heads, int64_t seq_q, int64_t seq_k,
-              int64_t head_dim, Strides3 qs, Strides3 ks, Strides3 vs, float scale, cudaStream_t stream) {
-  // Keys per staged chunk: all of them when they fit the budget, else the most that do.
+Status launch(const AttentionArgs& a, Strides3 qs, Strides3 ks, Strides3 vs, float scale, cudaStream_t stream) {
+  auto q = static_cast<const T*>(a.q), k = static_cast<const T*>(a.k), v = static_cast<const T*>(a.v);
+  auto out = static_cast<T*>(a.out);
+  // Keys per staged chunk: all of them when they fit the budget, else the most that do (a
+  // multiple of kSub, so the softmax steps, and hence the numerics, do not depend on it).
+  DeviceLimits dev;
+  Status st = device_limits(&dev);
+  if (!st.ok()) return st;
+  const int64_t budget = dev.smem_budget(kBlocksPerSM);
   const int64_t fixed = int64_t(kRows) * (DP + 8) * sizeof(T), per_key = (2 * DP + 8) * sizeof(T);
-  int64_t chunk = (kSmemBudget - fixed - 8 * DP * int64_t(sizeof(T))) / per_key / kSub * kSub;
-  const int64_t all = (seq_k + kSub - 1) / kSub * kSub;
+  int64_t chunk = (budget - fixed - 8 * DP * int64_t(sizeof(T))) / per_key / kSub * kSub;
+  if (chunk < kSub) return Status::invalid("the GPU has too little shared memory per block for this head_dim");
+  const int64_t all = (a.seq_k + kSub - 1) / kSub * kSub;
   chunk = chunk < all ? chunk : all;
   const size_t smem = size_t(fixed + chunk * (DP + 8) * sizeof(T) + DP * (chunk + 8) * sizeof(T));
   auto kernel = attention_kernel<T, DP>;
-  if (smem > 48 * 1024) {
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-    if (err != cudaSuccess) return {err, nullptr};
-  }
+  st = allow_dynamic_smem(kernel, smem, dev);
+  if (!st.ok()) return st;
   auto mult8 = [](Strides3 s) { return s.batch % 8 == 0 && s.seq % 8 == 0 && s.head % 8 == 0; };
-  const bool vec = head_dim % 8 == 0 && mult8(qs) && mult8(ks) && mult8(vs) && aligned16(q) && aligned16(k) &&
+  const bool vec = a.head_dim % 8 == 0 && mult8(qs) && mult8(ks) && mult8(vs) && aligned16(q) && aligned16(k) &&
                    aligned16(v);
-  const int64_t q_tiles = (seq_q + kRows - 1) / kRows, blocks = q_tiles * batch * heads;
+  const int64_t q_tiles = (a.seq_q + kRows - 1) / kRows, blocks = q_tiles * a.batch * a.heads;
   const int64_t rows = (blocks + kMaxGridX - 1) / kMaxGridX;  // grid y
   if (rows > kMaxGridY) return Status::invalid("batch x heads x ceil(seq_q / 64) must be at most 65535 x (2^31 - 1)");
   const dim3 grid(unsigned((blocks + rows - 1) / rows), unsigned(rows));
-  kernel<<<grid, kWarps * 32, smem, stream>>>(q, k, v, out, int(heads), int(seq_q), int(seq_k), int(head_dim), qs, ks,
-                                             vs, scale * 1.4426950408889634f, int(chunk), int(q_tiles), blocks, vec);
+  kernel<<<grid, kWarps * 32, smem, stream>>>(q, k, v, out, int(a.heads), int(a.seq_q), int(a.seq_k), int(a.head_dim),
+                                             qs, ks, vs, scale * 1.4426950408889634f, int(chunk), int(q_tiles), blocks,
+                                             vec);
   return last_launch();
 }
 
+// Launches the kernel of the smallest padded head dim that holds head_dim.
 template <typename T>
-Status by_head_dim(const T* q, const T* k, const T* v, T* out, int64_t batch, int64_t heads, int64_t seq_q,
-                   int64_t seq_k, int64_t d, Strides3 qs, Strides3 ks, Strides3 vs, float scale, cudaStream_t stream) {
+Status by_head_dim(const AttentionArgs& a, Strides3 qs, Strides3 ks, Strides3 vs, float scale, cudaStream_t stream) {
 #define FD_ATTENTION_CASE(DP) \
-  if (d <= DP) return launch<T, DP>(q, k, v, out, batch, heads, seq_q, seq_k, d, qs, ks, vs, scale, stream);
+  if (a.head_dim <= DP) return launch<T, DP>(a, qs, ks, vs, scale, stream);
   FD_ATTENTION_CASE(48)
   FD_ATTENTION_CASE(64)
   FD_ATTENTION_CASE(80)
@@ -235,25 +247,26 @@ Status by_head_dim(const T* q, const T* k, const T* v, T* out, int64_t batch, in
   return Status::invalid("head_dim must be at most 160");
 }
 
+static_assert(kAttentionMaxHeadDim == 160, "by_head_dim instantiates kernels up to head_dim 160");
+
+Strides3 contiguous(int64_t seq, int64_t heads, int64_t head_dim) {
+  return {seq * heads * head_dim, heads * head_dim, head_dim};
+}
+
 }  // namespace
 
-Status attention(const void* q, const void* k, const void* v, void* out, int64_t batch, int64_t heads, int64_t seq_q,
-                 int64_t seq_k, int64_t head_dim, Strides3 q_strides, Strides3 k_strides, Strides3 v_strides,
-                 float scale, DType dtype, cudaStream_t stream) {
-  if (batch < 0 || heads < 0 || seq_q < 0 || seq_k < 1 || head_dim < 1 || head_dim > 160)
+Status attention(const AttentionArgs& a, cudaStream_t stream) {
+  if (a.batch < 0 || a.heads < 0 || a.seq_q < 0 || a.seq_k < kAttentionMinSeqK || a.head_dim < kAttentionMinHeadDim ||
+      a.head_dim > kAttentionMaxHeadDim)
     return Status::invalid("expected seq_k >= 1 and 1 <= head_dim <= 160");
-  if (seq_q >= (int64_t(1) << 31) || seq_k >= (int64_t(1) << 31))
+  if (a.seq_q > kAttentionMaxSeq || a.seq_k > kAttentionMaxSeq)
     return Status::invalid("sequences must be shorter than 2^31");
-  if (batch == 0 || heads == 0 || seq_q == 0) return {};
-  if (dtype == DType::F16)
-    return by_head_dim(static_cast<const __half*>(q), static_cast<const __half*>(k), static_cast<const __half*>(v),
-                       static_cast<__half*>(out), batch, heads, seq_q, seq_k, head_dim, q_strides, k_strides,
-                       v_strides, scale, stream);
-  if (dtype == DType::BF16)
-    return by_head_dim(static_cast<const __nv_bfloat16*>(q), static_cast<const __nv_bfloat16*>(k),
-                       static_cast<const __nv_bfloat16*>(v), static_cast<__nv_bfloat16*>(out), batch, heads, seq_q,
-                       seq_k, head_dim, q_strides, k_strides, v_strides, scale, stream);
-  return Status::invalid("dtype must be f16 or bf16");
+  if (a.batch == 0 || a.heads == 0 || a.seq_q == 0) return {};
+  const Strides3 qs = a.q_strides.value_or(contiguous(a.seq_q, a.heads, a.head_dim));
+  const Strides3 ks = a.k_strides.value_or(contiguous(a.seq_k, a.heads, a.head_dim));
+  const Strides3 vs = a.v_strides.value_or(contiguous(a.seq_k, a.heads, a.head_dim));
+  const float scale = a.scale ? *a.scale : float(1.0 / std::sqrt(double(a.head_dim)));
+  return dispatch_dtype16(a.dtype, [&](auto t) { return by_head_dim<decltype(t)>(a, qs, ks, vs, scale, stream); });
 }
 
 }  // namespace fastdiff

@@ -17,17 +17,25 @@
 // and normalizes its chunk, so every SM has work even for a batch of one.
 #include "dtype.cuh"
 #include "fastdiff/group_norm.h"
+#include "launch.cuh"
 
 namespace fastdiff {
 namespace {
 
-constexpr int64_t kOnChipBytes = 96 * 1024;  // two blocks per SM on sm_90, one on sm_80
-constexpr int64_t kChunk = 16384;            // elements per block in the split reduction
+// Speed policy: a group stays on chip when its copy leaves room for two blocks per SM (see
+// DeviceLimits::smem_budget: 113 KiB on sm_90, 81 KiB on sm_80); larger groups take the split
+// reduction.
+constexpr int kOnChipBlocksPerSM = 2;
+constexpr int64_t kChunk = 16384;  // elements per block in the split reduction
 constexpr int kSplitThreads = 256;
 
 struct Welford {
   float n, mean, m2;
 };
+
+// The static shared memory of block_reduce, beside a kernel's dynamic shared memory.
+constexpr int kReduceSlots = 33;
+constexpr int64_t kReduceSmem = (kReduceSlots * int64_t(sizeof(Welford)) + 15) / 16 * 16;
 
 __device__ __forceinline__ Welford merge(Welford a, Welford b) {
   float n = a.n + b.n;
@@ -50,8 +58,9 @@ __device__ __forceinline__ void push(Welford& acc, const float (&v)[W]) {
 
 // The merged statistics of the whole block, returned to every thread.
 __device__ Welford block_reduce(Welford w) {
-  __shared__ Welford warps[32];
-  __shared__ Welford total;
+  __shared__ Welford slots[kReduceSlots];  // one per warp, then the total
+  Welford* warps = slots;
+  Welford& total = slots[32];
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1)
     w = merge(w, {__shfl_xor_sync(~0u, w.n, o), __shfl_xor_sync(~0u, w.mean, o), __shfl_xor_sync(~0u, w.m2, o)});
@@ -93,14 +102,15 @@ struct Group {
 };
 
 // scale[j] = rstd * weight, shift[j] = bias - mean * scale for the group's channels, in shared memory
-// (mean: that of x - pivot).
-__device__ void affine(const Group& grp, Welford st, float eps, const float* weight, const float* bias,
-                       float* scale, float* shift) {
+// (mean: that of x - pivot). weight and bias (of W, or null) are converted to fp32 on load.
+template <typename W>
+__device__ void affine(const Group& grp, Welford st, float eps, const W* weight, const W* bias, float* scale,
+                       float* shift) {
   const float rstd = rsqrtf(st.m2 / st.n + eps);
   for (uint32_t j = threadIdx.x; j < grp.cpg; j += blockDim.x) {
-    float s = rstd * (weight ? weight[grp.first_c + j] : 1.f);
+    float s = rstd * (weight ? to_f32(weight[grp.first_c + j]) : 1.f);
     scale[j] = s;
-    shift[j] = (bias ? bias[grp.first_c + j] : 0.f) - st.mean * s;
+    shift[j] = (bias ? to_f32(bias[grp.first_c + j]) : 0.f) - st.mean * s;
   }
   __syncthreads();
 }
@@ -127,10 +137,10 @@ __device__ __forceinline__ void load(const T* p, float (&v)[V], float pivot = 0.
 }
 
 // One block per group: read once into shared memory, reduce, normalize from the copy.
-template <typename T, int V, bool CL>
-__global__ void group_norm_on_chip(const T* __restrict__ x, T* __restrict__ y, const float* __restrict__ weight,
-                                   const float* __restrict__ bias, int64_t c, int64_t spatial, int64_t groups,
-                                   float eps, bool silu) {
+template <typename T, typename W, int V, bool CL>
+__global__ void group_norm_on_chip(const T* __restrict__ x, T* __restrict__ y, const W* __restrict__ weight,
+                                   const W* __restrict__ bias, int64_t c, int64_t spatial, int64_t groups, float eps,
+                                   bool silu) {
   extern __shared__ float4 smem[];
   const Group grp = Group::of<CL>(blockIdx.x, c, spatial, groups, V);
   const uint32_t nvec = uint32_t(c / groups * spatial / V);
@@ -177,10 +187,10 @@ __global__ void __launch_bounds__(kSplitThreads) group_norm_stats(const T* __res
 }
 
 // Split reduction, pass 2: merge the group's partials, normalize this block's chunk.
-template <typename T, int V, bool CL>
+template <typename T, typename W, int V, bool CL>
 __global__ void __launch_bounds__(kSplitThreads) group_norm_apply(
-    const T* __restrict__ x, T* __restrict__ y, const Welford* __restrict__ partial, const float* __restrict__ weight,
-    const float* __restrict__ bias, int64_t c, int64_t spatial, int64_t groups, int chunks, float eps, bool silu) {
+    const T* __restrict__ x, T* __restrict__ y, const Welford* __restrict__ partial, const W* __restrict__ weight,
+    const W* __restrict__ bias, int64_t c, int64_t spatial, int64_t groups, int chunks, float eps, bool silu) {
   extern __shared__ float4 smem[];
   const int64_t group = blockIdx.x / chunks;
   const Group grp = Group::of<CL>(group, c, spatial, groups, V);
@@ -201,72 +211,97 @@ __global__ void __launch_bounds__(kSplitThreads) group_norm_apply(
 
 int64_t chunks_of(int64_t group_elems) { return (group_elems + kChunk - 1) / kChunk; }
 
-bool on_chip(int64_t group_elems, int64_t elem_bytes) { return group_elems * elem_bytes <= kOnChipBytes; }
+// The dynamic shared memory of group_norm_on_chip (for any vector width): the group's scale and
+// shift, then its copy.
+int64_t on_chip_smem(int64_t cpg, int64_t elems, int64_t elem_bytes) {
+  return (2 * cpg * int64_t(sizeof(float)) + 15) / 16 * 16 + elems * elem_bytes;
+}
 
-template <typename T, int V, bool CL>
-Status launch(const T* x, T* y, const float* weight, const float* bias, int64_t n, int64_t c, int64_t spatial,
-              int64_t groups, float eps, bool silu, void* workspace, cudaStream_t stream) {
-  const int64_t cpg = c / groups, elems = cpg * spatial, affine_bytes = 2 * cpg * int64_t(sizeof(float));
-  if (on_chip(elems, sizeof(T))) {
-    const int64_t vec_bytes = sizeof(Vec<T, V>);
-    const size_t smem = size_t((affine_bytes + vec_bytes - 1) / vec_bytes * vec_bytes + elems * int64_t(sizeof(T)));
+// Whether a group of cpg channels and `elems` elements stays on chip on a device.
+bool on_chip(const DeviceLimits& dev, int64_t cpg, int64_t elems, int64_t elem_bytes) {
+  return on_chip_smem(cpg, elems, elem_bytes) + kReduceSmem <= dev.smem_budget(kOnChipBlocksPerSM);
+}
+
+int64_t bytes_of(DType dtype) { return dtype == DType::F32 ? 4 : 2; }
+
+size_t workspace_size(const GroupNormArgs& a, const DeviceLimits& dev) {
+  if (a.n <= 0 || a.c <= 0 || a.spatial <= 0 || a.groups <= 0 || a.c % a.groups) return 0;
+  const int64_t cpg = a.c / a.groups, elems = cpg * a.spatial;
+  if (on_chip(dev, cpg, elems, bytes_of(a.dtype))) return 0;
+  return size_t(a.n * a.groups * chunks_of(elems)) * sizeof(Welford);
+}
+
+template <typename T, typename W, int V, bool CL>
+Status launch(const GroupNormArgs& a, const DeviceLimits& dev, cudaStream_t stream) {
+  auto x = static_cast<const T*>(a.x);
+  auto y = static_cast<T*>(a.y);
+  auto weight = static_cast<const W*>(a.weight), bias = static_cast<const W*>(a.bias);
+  const bool silu = a.activation == Activation::SiLU;
+  const int64_t cpg = a.c / a.groups, elems = cpg * a.spatial, affine_bytes = 2 * cpg * int64_t(sizeof(float));
+  if (on_chip(dev, cpg, elems, sizeof(T))) {
+    const size_t smem = size_t(on_chip_smem(cpg, elems, sizeof(T)));
     const int64_t nvec = elems / V;
     const int threads = int(nvec >= 8192 ? 1024 : nvec >= 2048 ? 512 : nvec >= 512 ? 256 : 128);
-    auto kernel = group_norm_on_chip<T, V, CL>;
-    if (smem > 48 * 1024) {
-      cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-      if (err != cudaSuccess) return {err, nullptr};
-    }
-    kernel<<<unsigned(n * groups), threads, smem, stream>>>(x, y, weight, bias, c, spatial, groups, eps, silu);
+    auto kernel = group_norm_on_chip<T, W, V, CL>;
+    Status st = allow_dynamic_smem(kernel, smem, dev);
+    if (!st.ok()) return st;
+    kernel<<<unsigned(a.n * a.groups), threads, smem, stream>>>(x, y, weight, bias, a.c, a.spatial, a.groups, a.eps,
+                                                                silu);
     return last_launch();
   }
   const int chunks = int(chunks_of(elems));
-  const unsigned blocks = unsigned(n * groups * chunks);
-  auto partial = static_cast<Welford*>(workspace);
-  group_norm_stats<T, V, CL><<<blocks, kSplitThreads, 0, stream>>>(x, partial, c, spatial, groups, chunks);
+  const unsigned blocks = unsigned(a.n * a.groups * chunks);
+  auto partial = static_cast<Welford*>(a.workspace);
+  group_norm_stats<T, V, CL><<<blocks, kSplitThreads, 0, stream>>>(x, partial, a.c, a.spatial, a.groups, chunks);
   Status st = last_launch();
   if (!st.ok()) return st;
-  auto apply = group_norm_apply<T, V, CL>;
-  if (affine_bytes > 48 * 1024) {
-    cudaError_t err = cudaFuncSetAttribute(apply, cudaFuncAttributeMaxDynamicSharedMemorySize, int(affine_bytes));
-    if (err != cudaSuccess) return {err, nullptr};
-  }
-  apply<<<blocks, kSplitThreads, size_t(affine_bytes), stream>>>(x, y, partial, weight, bias, c, spatial, groups,
-                                                                 chunks, eps, silu);
+  auto apply = group_norm_apply<T, W, V, CL>;
+  st = allow_dynamic_smem(apply, size_t(affine_bytes), dev);
+  if (!st.ok()) return st;
+  apply<<<blocks, kSplitThreads, size_t(affine_bytes), stream>>>(x, y, partial, weight, bias, a.c, a.spatial,
+                                                                 a.groups, chunks, a.eps, silu);
   return last_launch();
 }
 
 }  // namespace
 
-size_t group_norm_workspace_size(int64_t n, int64_t c, int64_t spatial, int64_t groups, DType dtype) {
-  if (n <= 0 || c <= 0 || spatial <= 0 || groups <= 0 || c % groups) return 0;
-  const int64_t elems = c / groups * spatial, elem_bytes = dtype == DType::F32 ? 4 : 2;
-  return on_chip(elems, elem_bytes) ? 0 : size_t(n * groups * chunks_of(elems)) * sizeof(Welford);
+size_t group_norm_workspace_size(const GroupNormArgs& args) {
+  // Where the device cannot be queried the launch fails anyway; size for the split reduction,
+  // which is never too small.
+  DeviceLimits dev;
+  if (!device_limits(&dev).ok()) dev = DeviceLimits{};
+  return workspace_size(args, dev);
 }
 
-Status group_norm(const void* x, void* y, const float* weight, const float* bias, int64_t n, int64_t c,
-                  int64_t spatial, int64_t groups, float eps, bool silu, bool channels_last, DType dtype,
-                  void* workspace, size_t workspace_bytes, cudaStream_t stream) {
-  if (n < 0 || c <= 0 || spatial < 0 || groups <= 0 || c % groups)
+Status group_norm(const GroupNormArgs& a, cudaStream_t stream) {
+  if (a.n < 0 || a.c <= 0 || a.spatial < 0 || a.groups <= 0 || a.c % a.groups)
     return Status::invalid("expected n >= 0, c > 0, spatial >= 0 and groups dividing c");
-  if (c / groups * spatial >= (int64_t(1) << 31))
+  if (a.c / a.groups * a.spatial >= (int64_t(1) << 31))
     return Status::invalid("a group must hold fewer than 2^31 elements");
-  if (workspace_bytes < group_norm_workspace_size(n, c, spatial, groups, dtype) || (workspace_bytes && !workspace))
+  const DType weight_dtype = a.weight_dtype.value_or(a.dtype);
+  if (weight_dtype != a.dtype && weight_dtype != DType::F32)
+    return Status::invalid("weight_dtype must be dtype or f32");
+  if (a.workspace_bytes && !a.workspace) return Status::invalid("workspace is null but workspace_bytes is not 0");
+  if (a.n == 0 || a.spatial == 0) return {};
+  DeviceLimits dev;
+  Status st = device_limits(&dev);
+  if (!st.ok()) return st;
+  if (a.workspace_bytes < workspace_size(a, dev))
     return Status::invalid("workspace smaller than group_norm_workspace_size()");
-  if (n == 0 || spatial == 0) return {};
-  return dispatch_dtype(dtype, [&](auto t) {
+  return dispatch_dtype(a.dtype, [&](auto t) {
     using T = decltype(t);
     constexpr int V = kVec<T>;
-    auto xp = static_cast<const T*>(x);
-    auto yp = static_cast<T*>(y);
     // Vectors never straddle runs, and every run starts 16-byte aligned.
-    const int64_t run = channels_last ? c / groups : spatial, stride = channels_last ? c : spatial;
-    const bool vec = aligned16(xp) && aligned16(yp) && run % V == 0 && stride % V == 0;
-    if (channels_last)
-      return vec ? launch<T, V, true>(xp, yp, weight, bias, n, c, spatial, groups, eps, silu, workspace, stream)
-                 : launch<T, 1, true>(xp, yp, weight, bias, n, c, spatial, groups, eps, silu, workspace, stream);
-    return vec ? launch<T, V, false>(xp, yp, weight, bias, n, c, spatial, groups, eps, silu, workspace, stream)
-               : launch<T, 1, false>(xp, yp, weight, bias, n, c, spatial, groups, eps, silu, workspace, stream);
+    const bool nhwc = a.layout == Layout::NHWC;
+    const int64_t run = nhwc ? a.c / a.groups : a.spatial, stride = nhwc ? a.c : a.spatial;
+    const bool vec = aligned16(a.x) && aligned16(a.y) && run % V == 0 && stride % V == 0;
+    auto by_layout = [&](auto w) {
+      using W = decltype(w);
+      if (nhwc) return vec ? launch<T, W, V, true>(a, dev, stream) : launch<T, W, 1, true>(a, dev, stream);
+      return vec ? launch<T, W, V, false>(a, dev, stream) : launch<T, W, 1, false>(a, dev, stream);
+    };
+    // weight and bias in x's dtype or in fp32 (for float x both are float: one kernel)
+    return weight_dtype == DType::F32 ? by_layout(float{}) : by_layout(T{});
   });
 }
 

@@ -6,6 +6,7 @@
 
 #include "dtype.cuh"
 #include "fastdiff/guidance.h"
+#include "launch.cuh"
 
 namespace fastdiff {
 namespace {
@@ -94,31 +95,32 @@ Status cfg_combine(const void* uncond, const void* cond, void* out, int64_t n, D
   });
 }
 
-Status sampler_step(const void* x, const void* model_out, DType model_dtype, const void* prev, const void* noise,
-                    void* x_next, void* d, int64_t n, DType dtype, SamplerCoeffs coeffs, const float* device_coeffs,
-                    bool guided, float guidance_scale, cudaStream_t stream) {
-  if (n < 0) return Status::invalid("n must be >= 0");
-  if (n == 0) return {};
-  return dispatch_dtype(dtype, [&](auto t) {
+Status sampler_step(const SamplerStepArgs& a, cudaStream_t stream) {
+  if (a.n < 0) return Status::invalid("n must be >= 0");
+  if (a.n == 0) return {};
+  const int64_t n = a.n;
+  const bool guided = a.guidance_scale.has_value();
+  const float guidance_scale = a.guidance_scale.value_or(0.f);
+  return dispatch_dtype(a.dtype, [&](auto t) {
     using T = decltype(t);
-    return dispatch_dtype(model_dtype, [&](auto mt) {
+    return dispatch_dtype(a.model_dtype.value_or(a.dtype), [&](auto mt) {
       using M = decltype(mt);
       int blocks = 0;
       Status st = grid_stride_blocks((n + kVec<T> - 1) / kVec<T>, kThreads, &blocks);
       if (!st.ok()) return st;
-      auto xp = static_cast<const T*>(x), pp = static_cast<const T*>(prev), np = static_cast<const T*>(noise);
-      auto mp = static_cast<const M*>(model_out);
-      auto xo = static_cast<T*>(x_next), dp = static_cast<T*>(d);
+      auto xp = static_cast<const T*>(a.x), pp = static_cast<const T*>(a.prev), np = static_cast<const T*>(a.noise);
+      auto mp = static_cast<const M*>(a.model_out);
+      auto xo = static_cast<T*>(a.x_next), dp = static_cast<T*>(a.d);
       // A vector of kVec<T> model elements spans up to 32 bytes; cond (n further) must stay aligned too.
       const uintptr_t mvec = sizeof(M) * kVec<T>;
       bool vec = aligned16(xp) && aligned16(xo) && aligned16(dp) && (!pp || aligned16(pp)) && (!np || aligned16(np)) &&
                  reinterpret_cast<uintptr_t>(mp) % mvec == 0 && (!guided || n % kVec<T> == 0);
       if (vec)
-        sampler_step_kernel<T, M, true><<<blocks, kThreads, 0, stream>>>(xp, mp, pp, np, xo, dp, n, coeffs,
-                                                                         device_coeffs, guided, guidance_scale);
+        sampler_step_kernel<T, M, true><<<blocks, kThreads, 0, stream>>>(xp, mp, pp, np, xo, dp, n, a.coeffs,
+                                                                         a.device_coeffs, guided, guidance_scale);
       else
-        sampler_step_kernel<T, M, false><<<blocks, kThreads, 0, stream>>>(xp, mp, pp, np, xo, dp, n, coeffs,
-                                                                          device_coeffs, guided, guidance_scale);
+        sampler_step_kernel<T, M, false><<<blocks, kThreads, 0, stream>>>(xp, mp, pp, np, xo, dp, n, a.coeffs,
+                                                                          a.device_coeffs, guided, guidance_scale);
       return last_launch();
     });
   });

@@ -14,14 +14,19 @@ from fastdiff import _C
 from fastdiff._layout import dense_like
 from fastdiff.backends import GPU_FLOATS, OpSupport
 
+_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}
+_DTYPES = {code: dtype for dtype, code in _CODES.items()}
+
+# The kernels' limits, as csrc/include/fastdiff exports them (capability only: which inputs run
+# fastest where is auto's business, fastdiff/measured.json). Attention runs any key count, longer
+# sequences streaming through shared memory, though it is fastest for short ones (text).
 SUPPORT = {
-    "attention": OpSupport(frozenset({torch.float16, torch.bfloat16}), head_dims=(40, 160), max_seq_k=512),
+    "attention": OpSupport(frozenset(_DTYPES[code] for code in _C.ATTENTION_DTYPES),
+                           head_dims=tuple(_C.ATTENTION_HEAD_DIMS), max_seq_k=_C.ATTENTION_MAX_SEQ_K),
     "group_norm": OpSupport(GPU_FLOATS),
     "cfg_combine": OpSupport(GPU_FLOATS),
     "sampler_step": OpSupport(GPU_FLOATS),
 }
-
-_CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}
 
 
 def _stream(t: torch.Tensor) -> int:
@@ -49,8 +54,7 @@ def sampler_step(x, model_out, coeffs, *, guidance_scale=None, prev=None, noise=
         device_coeffs = None
     _C.sampler_step(x.data_ptr(), model_out.data_ptr(), _CODES[model_out.dtype], _ptr(prev), _ptr(noise),
                     x_next.data_ptr(), d.data_ptr(), x.numel(), _CODES[x.dtype], tuple(float(v) for v in coeffs),
-                    _ptr(device_coeffs), guidance_scale is not None,
-                    0.0 if guidance_scale is None else float(guidance_scale), _stream(x))
+                    _ptr(device_coeffs), None if guidance_scale is None else float(guidance_scale), _stream(x))
     return x_next, d
 
 
@@ -58,12 +62,19 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, silu=False):
     fmt, (x,) = dense_like(x)
     n, c, spatial = x.shape[0], x.shape[1], math.prod(x.shape[2:])
     y = torch.empty_like(x, memory_format=fmt)
-    weight, bias = (None if t is None else t.to(torch.float32).contiguous() for t in (weight, bias))
+    # The kernel reads weight and bias in x's dtype or in fp32 and converts them on chip; another
+    # dtype (float64), or two different ones, are cast to fp32.
+    params = [t for t in (weight, bias) if t is not None]
+    wdtype = params[0].dtype if params else x.dtype
+    if wdtype not in (x.dtype, torch.float32) or any(t.dtype != wdtype for t in params):
+        wdtype = torch.float32
+    weight, bias = (None if t is None else t.to(wdtype).contiguous() for t in (weight, bias))
     code = _CODES[x.dtype]
     ws_bytes = _C.group_norm_workspace_size(n, c, spatial, num_groups, code)
     workspace = torch.empty(ws_bytes, dtype=torch.uint8, device=x.device) if ws_bytes else None
     _C.group_norm(x.data_ptr(), y.data_ptr(), _ptr(weight), _ptr(bias), n, c, spatial, num_groups, float(eps),
-                  bool(silu), fmt is not torch.contiguous_format, code, _ptr(workspace), ws_bytes, _stream(x))
+                  bool(silu), fmt is not torch.contiguous_format, code, _CODES[wdtype], _ptr(workspace), ws_bytes,
+                  _stream(x))
     return y
 
 

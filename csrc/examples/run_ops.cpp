@@ -9,6 +9,8 @@
 #include "fastdiff/group_norm.h"
 #include "fastdiff/guidance.h"
 
+static_assert(FASTDIFF_API_VERSION >= 2, "written against the argument-struct API");
+
 #define CHECK_CUDA(call)                                                         \
   do {                                                                           \
     cudaError_t err_ = (call);                                                   \
@@ -58,10 +60,21 @@ int check_group_norm(int64_t n, int64_t c, int64_t spatial, int64_t groups, bool
   void* ws = nullptr;
   if (!dx || !dw || !db) return std::fprintf(stderr, "FAIL: upload\n"), 1;
   CHECK_CUDA(cudaMalloc(&dy, size * sizeof(float)));
-  const size_t ws_bytes = fastdiff::group_norm_workspace_size(n, c, spatial, groups, fastdiff::DType::F32);
+  fastdiff::GroupNormArgs args;
+  args.x = dx;
+  args.y = dy;
+  args.weight = dw;
+  args.bias = db;
+  args.n = n, args.c = c, args.spatial = spatial, args.groups = groups;
+  args.dtype = fastdiff::DType::F32;  // weight and bias too (weight_dtype unset)
+  args.layout = channels_last ? fastdiff::Layout::NHWC : fastdiff::Layout::NCHW;
+  args.activation = fastdiff::Activation::SiLU;
+  args.eps = 1e-5f;
+  const size_t ws_bytes = fastdiff::group_norm_workspace_size(args);
   if (ws_bytes) CHECK_CUDA(cudaMalloc(&ws, ws_bytes));
-  CHECK_FD(fastdiff::group_norm(dx, dy, dw, db, n, c, spatial, groups, 1e-5f, true, channels_last,
-                                fastdiff::DType::F32, ws, ws_bytes, stream));
+  args.workspace = ws;
+  args.workspace_bytes = ws_bytes;
+  CHECK_FD(fastdiff::group_norm(args, stream));
   CHECK_CUDA(cudaStreamSynchronize(stream));
   CHECK_CUDA(cudaMemcpy(y.data(), dy, size * sizeof(float), cudaMemcpyDeviceToHost));
 
@@ -105,8 +118,18 @@ int check_sampler_step(bool* ok, cudaStream_t stream) {
   if (!dx || !dm || !dprev || !dnoise) return std::fprintf(stderr, "FAIL: upload\n"), 1;
   CHECK_CUDA(cudaMalloc(&dnext, n * sizeof(float)));
   CHECK_CUDA(cudaMalloc(&dd, n * sizeof(float)));
-  CHECK_FD(fastdiff::sampler_step(dx, dm, fastdiff::DType::F32, dprev, dnoise, dnext, dd, n, fastdiff::DType::F32, k,
-                                  nullptr, true, s, stream));
+  fastdiff::SamplerStepArgs args;
+  args.x = dx;
+  args.model_out = dm;  // [uncond; cond]
+  args.prev = dprev;
+  args.noise = dnoise;
+  args.x_next = dnext;
+  args.d = dd;
+  args.n = n;
+  args.dtype = fastdiff::DType::F32;  // model_out too (model_dtype unset)
+  args.guidance_scale = s;
+  args.coeffs = k;
+  CHECK_FD(fastdiff::sampler_step(args, stream));
   CHECK_CUDA(cudaStreamSynchronize(stream));
   CHECK_CUDA(cudaMemcpy(x_next.data(), dnext, n * sizeof(float), cudaMemcpyDeviceToHost));
   CHECK_CUDA(cudaMemcpy(d.data(), dd, n * sizeof(float), cudaMemcpyDeviceToHost));

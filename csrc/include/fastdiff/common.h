@@ -1,9 +1,17 @@
-// fastdiff C++ API: plain device pointers, shapes and strides in elements, a dtype code and a
-// cudaStream_t. No libtorch. Every function launches asynchronously on `stream`, never
-// synchronizes, allocates nothing, and returns a Status.
+// fastdiff C++ API: one argument struct per op (device pointers, shapes and strides in elements,
+// dtypes, options) and a cudaStream_t passed beside it. No libtorch. Every function launches
+// asynchronously on `stream`, never synchronizes, allocates nothing, and returns a Status.
 #pragma once
 #include <cstdint>
 #include <cuda_runtime.h>
+
+// The version of this API, for `#if FASTDIFF_API_VERSION >= 2`. Bumped by every change to a
+// function's signature, an argument struct's fields (added, removed, reordered, renamed, a default
+// or a meaning changed) or an enum's values: a program and the libfastdiff.a it links must agree.
+//   1: positional arguments.
+//   2: argument structs (GroupNormArgs, SamplerStepArgs, AttentionArgs) and enums for options;
+//      GroupNorm reads weight and bias in their own dtype; attention's limits as constants.
+#define FASTDIFF_API_VERSION 2
 
 namespace fastdiff {
 

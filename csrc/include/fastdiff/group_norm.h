@@ -1,23 +1,45 @@
 // GroupNorm with optional fused SiLU (see fastdiff/ops/group_norm.py).
 #pragma once
 #include <cstddef>
+#include <optional>
 
 #include "fastdiff/common.h"
 
 namespace fastdiff {
 
-// x and y are dense (n, c, spatial) tensors, spatial being the product of the spatial dims:
-// element (i, ch, s) sits at (i * c + ch) * spatial + s (NCHW), or at (i * spatial + s) * c + ch
-// when channels_last (NHWC). Statistics per (sample, group) in fp32; weight and bias are c fp32
-// values each, or null. y = silu?((x - mean) / sqrt(var + eps) * weight + bias).
-//
-// A group small enough to stay on chip is read once and normalized from shared memory; larger
-// groups take a split reduction whose partial statistics go to `workspace`, which must hold
-// group_norm_workspace_size(...) bytes (0 when the group fits on chip; then workspace may be null).
-size_t group_norm_workspace_size(int64_t n, int64_t c, int64_t spatial, int64_t groups, DType dtype);
+// Where element (i, ch, s) of a dense (n, c, spatial) tensor sits.
+enum class Layout : int {
+  NCHW = 0,  // at (i * c + ch) * spatial + s (contiguous)
+  NHWC = 1,  // at (i * spatial + s) * c + ch (channels_last)
+};
 
-Status group_norm(const void* x, void* y, const float* weight, const float* bias, int64_t n, int64_t c,
-                  int64_t spatial, int64_t groups, float eps, bool silu, bool channels_last, DType dtype,
-                  void* workspace, size_t workspace_bytes, cudaStream_t stream);
+// The function applied to the normalized output.
+enum class Activation : int { None = 0, SiLU = 1 };
+
+// y = act((x - mean) / sqrt(var + eps) * weight + bias), statistics per (sample, group) in fp32.
+struct GroupNormArgs {
+  const void* x = nullptr;       // (n, c, spatial) of `dtype`, dense in `layout`; spatial is the
+  void* y = nullptr;             // product of the spatial dims. y: the same shape, dtype and layout.
+  const void* weight = nullptr;  // c values of `weight_dtype`, or null (all ones)
+  const void* bias = nullptr;    // c values of `weight_dtype`, or null (all zeros)
+  int64_t n = 0, c = 0, spatial = 0;
+  int64_t groups = 0;  // divides c
+  DType dtype = DType::F16;
+  std::optional<DType> weight_dtype;  // of weight and bias; unset: dtype. Converted to fp32 on chip.
+  Layout layout = Layout::NCHW;
+  Activation activation = Activation::None;
+  float eps = 1e-5f;
+  // Scratch for large groups: group_norm_workspace_size(args) bytes (none when groups fit on chip).
+  void* workspace = nullptr;
+  size_t workspace_bytes = 0;
+};
+
+// A group small enough to stay on chip is read once and normalized from shared memory; larger
+// groups take a split reduction whose partial statistics go to the workspace. The bytes of
+// workspace `args` need (from n, c, spatial, groups and dtype; 0 when the group fits on chip) on
+// the current device, whose shared memory decides what fits.
+size_t group_norm_workspace_size(const GroupNormArgs& args);
+
+Status group_norm(const GroupNormArgs& args, cudaStream_t stream);
 
 }  // namespace fastdiff
