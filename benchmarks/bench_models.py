@@ -6,7 +6,7 @@
 
 Rows: fastdiff on auto's backends (run benchmarks/record_auto.py first, or auto keeps its static
 orders), fastdiff forced onto the torch backend and preferring each fused backend (triton, cuda:
-every op it can run, torch for the rest, e.g. cuda attention takes only short key sequences),
+every op it can run, torch for the rest, e.g. cuda attention takes head dims up to 160 only),
 torch.compile of the fastdiff model (fastdiff's ops stay custom ops inside the graph) and, when
 diffusers is importable, diffusers eager and torch.compile of it. With diffusers the fastdiff model
 gets the diffusers model's random weights (converted by from_pretrained); without it fastdiff is

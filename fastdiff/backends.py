@@ -181,7 +181,7 @@ def use_backend(name: str, *, fallback: bool = False) -> Iterator[None]:
     A forced backend that cannot run an op's inputs raises. With fallback=True it is preferred
     instead: such an op runs on auto's choice (the torch reference at the latest), e.g.
     `use_backend("cuda", fallback=True)` runs a whole model on the cuda kernels wherever they
-    apply, although cuda attention takes only short key sequences.
+    apply, although cuda attention takes only fp16 and bf16 and head dims up to 160.
     """
     token = _forced.set((_check_name(name), fallback))
     try:
