@@ -33,10 +33,11 @@ constexpr int64_t kMaxGridX = (int64_t(1) << 31) - 1, kMaxGridY = 65535;
 template <typename T> struct Mma;
 template <> struct Mma<__half> {
   __device__ static void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
   __device__ static uint32_t pack(float lo, float hi) {
     __half2 h = __floats2half2_rn(lo, hi);
@@ -45,10 +46,11 @@ template <> struct Mma<__half> {
 };
 template <> struct Mma<__nv_bfloat16> {
   __device__ static void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
   }
   __device__ static uint32_t pack(float lo, float hi) {
     __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
@@ -60,9 +62,8 @@ __device__ __forceinline__ uint32_t word(const void* p) { return *reinterpret_ca
 
 // rows x DP elements of a (seq, head_dim) slice into shared memory, zero beyond valid_rows and
 // head_dim; row-major with row pitch `pitch`, or transposed (dst[d * pitch + row]).
-template <typename T, int DP, bool TRANSPOSE>
-__device__ void stage(T* dst, int pitch, const T* src, int64_t row_stride, int rows, int valid_rows, int head_dim,
-                      bool vec) {
+template <typename T, int DP, bool TRANSPOSE> __device__ void stage(T* dst, int pitch, const T* src, int64_t row_stride,
+                                                                    int rows, int valid_rows, int head_dim, bool vec) {
   if (vec) {  // 16-byte loads; head_dim is a multiple of 8
     constexpr int U = DP / 8;
     for (int u = threadIdx.x; u < rows * U; u += blockDim.x) {
@@ -85,11 +86,10 @@ __device__ void stage(T* dst, int pitch, const T* src, int64_t row_stride, int r
   }
 }
 
-template <typename T, int DP>
-__global__ void __launch_bounds__(kWarps * 32) attention_kernel(
-    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out, int heads,
-    int seq_q, int seq_k, int head_dim, Strides3 qs, Strides3 ks, Strides3 vs, float scale_log2, int chunk,
-    int q_tiles, int64_t blocks, bool vec) {
+template <typename T, int DP> __global__ void __launch_bounds__(kWarps * 32)
+    attention_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
+                     int heads, int seq_q, int seq_k, int head_dim, Strides3 qs, Strides3 ks, Strides3 vs,
+                     float scale_log2, int chunk, int q_tiles, int64_t blocks, bool vec) {
   constexpr int QP = DP + 8;  // row pitches padded by 16 bytes: fragment reads hit distinct banks
   extern __shared__ float4 smem[];
   const int kp = DP + 8, vp = chunk + 8;
@@ -121,8 +121,8 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(
       const T* qw = Qs + (warp * 16 + g) * QP + 2 * t;
 #pragma unroll
       for (int kk = 0; kk < DP / 16; ++kk)
-        qa[kk][0] = word(qw + kk * 16), qa[kk][1] = word(qw + 8 * QP + kk * 16),
-        qa[kk][2] = word(qw + kk * 16 + 8), qa[kk][3] = word(qw + 8 * QP + kk * 16 + 8);
+        qa[kk][0] = word(qw + kk * 16), qa[kk][1] = word(qw + 8 * QP + kk * 16), qa[kk][2] = word(qw + kk * 16 + 8),
+        qa[kk][3] = word(qw + 8 * QP + kk * 16 + 8);
     }
     for (int k0 = 0; k0 < chunk && c0 + k0 < seq_k; k0 += kSub) {
       float s[kSub / 8][4] = {};
@@ -220,15 +220,15 @@ Status launch(const AttentionArgs& a, Strides3 qs, Strides3 ks, Strides3 vs, flo
   st = allow_dynamic_smem(kernel, smem, dev);
   if (!st.ok()) return st;
   auto mult8 = [](Strides3 s) { return s.batch % 8 == 0 && s.seq % 8 == 0 && s.head % 8 == 0; };
-  const bool vec = a.head_dim % 8 == 0 && mult8(qs) && mult8(ks) && mult8(vs) && aligned16(q) && aligned16(k) &&
-                   aligned16(v);
+  const bool vec =
+      a.head_dim % 8 == 0 && mult8(qs) && mult8(ks) && mult8(vs) && aligned16(q) && aligned16(k) && aligned16(v);
   const int64_t q_tiles = (a.seq_q + kRows - 1) / kRows, blocks = q_tiles * a.batch * a.heads;
   const int64_t rows = (blocks + kMaxGridX - 1) / kMaxGridX;  // grid y
   if (rows > kMaxGridY) return Status::invalid("batch x heads x ceil(seq_q / 64) must be at most 65535 x (2^31 - 1)");
   const dim3 grid(unsigned((blocks + rows - 1) / rows), unsigned(rows));
   kernel<<<grid, kWarps * 32, smem, stream>>>(q, k, v, out, int(a.heads), int(a.seq_q), int(a.seq_k), int(a.head_dim),
-                                             qs, ks, vs, scale * 1.4426950408889634f, int(chunk), int(q_tiles), blocks,
-                                             vec);
+                                              qs, ks, vs, scale * 1.4426950408889634f, int(chunk), int(q_tiles), blocks,
+                                              vec);
   return last_launch();
 }
 

@@ -24,7 +24,8 @@ cudaStream_t stream_of(uintptr_t s) { return reinterpret_cast<cudaStream_t>(s); 
 
 void check(Status st, const char* op) {
   if (st.ok()) return;
-  throw std::runtime_error(std::string("fastdiff.") + op + (st.message ? ": invalid argument: " : ": CUDA error: ") + st.what());
+  throw std::runtime_error(std::string("fastdiff.") + op + (st.message ? ": invalid argument: " : ": CUDA error: ") +
+                           st.what());
 }
 
 DType dtype_of(int code, const char* op) {
@@ -50,90 +51,104 @@ PYBIND11_MODULE(_C, m) {
   m.attr("ATTENTION_HEAD_DIMS") = py::make_tuple(kAttentionMinHeadDim, kAttentionMaxHeadDim);
   m.attr("ATTENTION_MAX_SEQ_K") = kAttentionMaxSeq;
   py::tuple attention_dtypes(std::size(kAttentionDTypes));
-  for (size_t i = 0; i < std::size(kAttentionDTypes); ++i)
-    attention_dtypes[i] = static_cast<int>(kAttentionDTypes[i]);
+  for (size_t i = 0; i < std::size(kAttentionDTypes); ++i) attention_dtypes[i] = static_cast<int>(kAttentionDTypes[i]);
   m.attr("ATTENTION_DTYPES") = attention_dtypes;  // dtype codes
 
-  m.def("cfg_combine", [](uintptr_t u, uintptr_t c, uintptr_t out, int64_t n, int dtype, float scale, uintptr_t stream) {
-    check(cfg_combine(ptr<const void>(u), ptr<const void>(c), ptr<void>(out), n, dtype_of(dtype, "cfg_combine"), scale,
-                      stream_of(stream)), "cfg_combine");
-  }, py::arg("uncond"), py::arg("cond"), py::arg("out"), py::arg("n"), py::arg("dtype"), py::arg("scale"),
-     py::arg("stream"));
+  m.def(
+      "cfg_combine",
+      [](uintptr_t u, uintptr_t c, uintptr_t out, int64_t n, int dtype, float scale, uintptr_t stream) {
+        check(cfg_combine(ptr<const void>(u), ptr<const void>(c), ptr<void>(out), n, dtype_of(dtype, "cfg_combine"),
+                          scale, stream_of(stream)),
+              "cfg_combine");
+      },
+      py::arg("uncond"), py::arg("cond"), py::arg("out"), py::arg("n"), py::arg("dtype"), py::arg("scale"),
+      py::arg("stream"));
 
   // guidance_scale None: model_out holds n elements; a float: [uncond; cond], 2n elements.
-  m.def("sampler_step", [](uintptr_t x, uintptr_t model_out, int model_dtype, uintptr_t prev, uintptr_t noise,
-                           uintptr_t x_next, uintptr_t d, int64_t n, int dtype, py::sequence k, uintptr_t device_coeffs,
-                           std::optional<float> guidance_scale, uintptr_t stream) {
-    if (py::len(k) != 6) throw std::invalid_argument("fastdiff._C.sampler_step: coeffs must hold 6 floats");
-    SamplerStepArgs a;
-    a.x = ptr<const void>(x);
-    a.model_out = ptr<const void>(model_out);
-    a.prev = ptr<const void>(prev);
-    a.noise = ptr<const void>(noise);
-    a.x_next = ptr<void>(x_next);
-    a.d = ptr<void>(d);
-    a.n = n;
-    a.dtype = dtype_of(dtype, "sampler_step");
-    a.model_dtype = dtype_of(model_dtype, "sampler_step");
-    a.guidance_scale = guidance_scale;
-    a.coeffs = {k[0].cast<float>(), k[1].cast<float>(), k[2].cast<float>(),
-                k[3].cast<float>(), k[4].cast<float>(), k[5].cast<float>()};
-    a.device_coeffs = ptr<const float>(device_coeffs);
-    check(sampler_step(a, stream_of(stream)), "sampler_step");
-  }, py::arg("x"), py::arg("model_out"), py::arg("model_dtype"), py::arg("prev"), py::arg("noise"),
-     py::arg("x_next"), py::arg("d"), py::arg("n"), py::arg("dtype"), py::arg("coeffs"),
-     py::arg("device_coeffs"), py::arg("guidance_scale"), py::arg("stream"));
+  m.def(
+      "sampler_step",
+      [](uintptr_t x, uintptr_t model_out, int model_dtype, uintptr_t prev, uintptr_t noise, uintptr_t x_next,
+         uintptr_t d, int64_t n, int dtype, py::sequence k, uintptr_t device_coeffs,
+         std::optional<float> guidance_scale, uintptr_t stream) {
+        if (py::len(k) != 6) throw std::invalid_argument("fastdiff._C.sampler_step: coeffs must hold 6 floats");
+        SamplerStepArgs a;
+        a.x = ptr<const void>(x);
+        a.model_out = ptr<const void>(model_out);
+        a.prev = ptr<const void>(prev);
+        a.noise = ptr<const void>(noise);
+        a.x_next = ptr<void>(x_next);
+        a.d = ptr<void>(d);
+        a.n = n;
+        a.dtype = dtype_of(dtype, "sampler_step");
+        a.model_dtype = dtype_of(model_dtype, "sampler_step");
+        a.guidance_scale = guidance_scale;
+        a.coeffs = {k[0].cast<float>(), k[1].cast<float>(), k[2].cast<float>(),
+                    k[3].cast<float>(), k[4].cast<float>(), k[5].cast<float>()};
+        a.device_coeffs = ptr<const float>(device_coeffs);
+        check(sampler_step(a, stream_of(stream)), "sampler_step");
+      },
+      py::arg("x"), py::arg("model_out"), py::arg("model_dtype"), py::arg("prev"), py::arg("noise"), py::arg("x_next"),
+      py::arg("d"), py::arg("n"), py::arg("dtype"), py::arg("coeffs"), py::arg("device_coeffs"),
+      py::arg("guidance_scale"), py::arg("stream"));
 
-  m.def("group_norm_workspace_size", [](int64_t n, int64_t c, int64_t spatial, int64_t groups, int dtype) {
-    GroupNormArgs a;
-    a.n = n, a.c = c, a.spatial = spatial, a.groups = groups;
-    a.dtype = dtype_of(dtype, "group_norm_workspace_size");
-    return group_norm_workspace_size(a);
-  }, py::arg("n"), py::arg("c"), py::arg("spatial"), py::arg("groups"), py::arg("dtype"));
+  m.def(
+      "group_norm_workspace_size",
+      [](int64_t n, int64_t c, int64_t spatial, int64_t groups, int dtype) {
+        GroupNormArgs a;
+        a.n = n, a.c = c, a.spatial = spatial, a.groups = groups;
+        a.dtype = dtype_of(dtype, "group_norm_workspace_size");
+        return group_norm_workspace_size(a);
+      },
+      py::arg("n"), py::arg("c"), py::arg("spatial"), py::arg("groups"), py::arg("dtype"));
 
   // weight and bias: 0 or pointers to c values of weight_dtype (x's dtype or f32).
-  m.def("group_norm", [](uintptr_t x, uintptr_t y, uintptr_t weight, uintptr_t bias, int64_t n, int64_t c,
-                         int64_t spatial, int64_t groups, float eps, bool silu, bool channels_last, int dtype,
-                         int weight_dtype, uintptr_t workspace, size_t workspace_bytes, uintptr_t stream) {
-    GroupNormArgs a;
-    a.x = ptr<const void>(x);
-    a.y = ptr<void>(y);
-    a.weight = ptr<const void>(weight);
-    a.bias = ptr<const void>(bias);
-    a.n = n, a.c = c, a.spatial = spatial, a.groups = groups;
-    a.dtype = dtype_of(dtype, "group_norm");
-    a.weight_dtype = dtype_of(weight_dtype, "group_norm");
-    a.layout = channels_last ? Layout::NHWC : Layout::NCHW;
-    a.activation = silu ? Activation::SiLU : Activation::None;
-    a.eps = eps;
-    a.workspace = ptr<void>(workspace);
-    a.workspace_bytes = workspace_bytes;
-    check(group_norm(a, stream_of(stream)), "group_norm");
-  }, py::arg("x"), py::arg("y"), py::arg("weight"), py::arg("bias"), py::arg("n"), py::arg("c"), py::arg("spatial"),
-     py::arg("groups"), py::arg("eps"), py::arg("silu"), py::arg("channels_last"), py::arg("dtype"),
-     py::arg("weight_dtype"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"));
+  m.def(
+      "group_norm",
+      [](uintptr_t x, uintptr_t y, uintptr_t weight, uintptr_t bias, int64_t n, int64_t c, int64_t spatial,
+         int64_t groups, float eps, bool silu, bool channels_last, int dtype, int weight_dtype, uintptr_t workspace,
+         size_t workspace_bytes, uintptr_t stream) {
+        GroupNormArgs a;
+        a.x = ptr<const void>(x);
+        a.y = ptr<void>(y);
+        a.weight = ptr<const void>(weight);
+        a.bias = ptr<const void>(bias);
+        a.n = n, a.c = c, a.spatial = spatial, a.groups = groups;
+        a.dtype = dtype_of(dtype, "group_norm");
+        a.weight_dtype = dtype_of(weight_dtype, "group_norm");
+        a.layout = channels_last ? Layout::NHWC : Layout::NCHW;
+        a.activation = silu ? Activation::SiLU : Activation::None;
+        a.eps = eps;
+        a.workspace = ptr<void>(workspace);
+        a.workspace_bytes = workspace_bytes;
+        check(group_norm(a, stream_of(stream)), "group_norm");
+      },
+      py::arg("x"), py::arg("y"), py::arg("weight"), py::arg("bias"), py::arg("n"), py::arg("c"), py::arg("spatial"),
+      py::arg("groups"), py::arg("eps"), py::arg("silu"), py::arg("channels_last"), py::arg("dtype"),
+      py::arg("weight_dtype"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"));
 
-  m.def("attention", [](uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, py::sequence shape,
-                        py::sequence q_strides, py::sequence k_strides, py::sequence v_strides, float scale, int dtype,
-                        uintptr_t stream) {
-    if (py::len(shape) != 5)
-      throw std::invalid_argument("fastdiff._C.attention: shape must be (batch, heads, seq_q, seq_k, head_dim)");
-    AttentionArgs a;
-    a.q = ptr<const void>(q);
-    a.k = ptr<const void>(k);
-    a.v = ptr<const void>(v);
-    a.out = ptr<void>(out);
-    a.batch = shape[0].cast<int64_t>();
-    a.heads = shape[1].cast<int64_t>();
-    a.seq_q = shape[2].cast<int64_t>();
-    a.seq_k = shape[3].cast<int64_t>();
-    a.head_dim = shape[4].cast<int64_t>();
-    a.q_strides = strides_of(q_strides, "attention");
-    a.k_strides = strides_of(k_strides, "attention");
-    a.v_strides = strides_of(v_strides, "attention");
-    a.scale = scale;
-    a.dtype = dtype_of(dtype, "attention");
-    check(attention(a, stream_of(stream)), "attention");
-  }, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("shape"), py::arg("q_strides"),
-     py::arg("k_strides"), py::arg("v_strides"), py::arg("scale"), py::arg("dtype"), py::arg("stream"));
+  m.def(
+      "attention",
+      [](uintptr_t q, uintptr_t k, uintptr_t v, uintptr_t out, py::sequence shape, py::sequence q_strides,
+         py::sequence k_strides, py::sequence v_strides, float scale, int dtype, uintptr_t stream) {
+        if (py::len(shape) != 5)
+          throw std::invalid_argument("fastdiff._C.attention: shape must be (batch, heads, seq_q, seq_k, head_dim)");
+        AttentionArgs a;
+        a.q = ptr<const void>(q);
+        a.k = ptr<const void>(k);
+        a.v = ptr<const void>(v);
+        a.out = ptr<void>(out);
+        a.batch = shape[0].cast<int64_t>();
+        a.heads = shape[1].cast<int64_t>();
+        a.seq_q = shape[2].cast<int64_t>();
+        a.seq_k = shape[3].cast<int64_t>();
+        a.head_dim = shape[4].cast<int64_t>();
+        a.q_strides = strides_of(q_strides, "attention");
+        a.k_strides = strides_of(k_strides, "attention");
+        a.v_strides = strides_of(v_strides, "attention");
+        a.scale = scale;
+        a.dtype = dtype_of(dtype, "attention");
+        check(attention(a, stream_of(stream)), "attention");
+      },
+      py::arg("q"), py::arg("k"), py::arg("v"), py::arg("out"), py::arg("shape"), py::arg("q_strides"),
+      py::arg("k_strides"), py::arg("v_strides"), py::arg("scale"), py::arg("dtype"), py::arg("stream"));
 }

@@ -17,13 +17,10 @@ __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162flo
 template <typename T> __device__ __forceinline__ T from_f32(float v);
 template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // N elements moved as one aligned access (16 bytes when N = 16 / sizeof(T)).
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Vec {
+template <typename T, int N> struct alignas(sizeof(T) * N) Vec {
   T v[N];
 };
 

@@ -45,8 +45,7 @@ __device__ __forceinline__ Welford merge(Welford a, Welford b) {
 }
 
 // The statistics of W values, merged into acc: two passes over registers, one division.
-template <int W>
-__device__ __forceinline__ void push(Welford& acc, const float (&v)[W]) {
+template <int W> __device__ __forceinline__ void push(Welford& acc, const float (&v)[W]) {
   float sum = 0.f;
 #pragma unroll
   for (int j = 0; j < W; ++j) sum += v[j];
@@ -86,8 +85,7 @@ struct Group {
   uint32_t cpg;      // channels per group
   uint32_t first_c;  // the group's first channel
 
-  template <bool CL>
-  __device__ static Group of(int64_t group, int64_t c, int64_t spatial, int64_t groups, int V) {
+  template <bool CL> __device__ static Group of(int64_t group, int64_t c, int64_t spatial, int64_t groups, int V) {
     const int64_t i = group / groups, g = group % groups, cpg = c / groups;
     if (CL) return {i * spatial * c + g * cpg, uint32_t(cpg / V), c, uint32_t(cpg), uint32_t(g * cpg)};
     return {(i * c + g * cpg) * spatial, uint32_t(spatial / V), spatial, uint32_t(cpg), uint32_t(g * cpg)};
@@ -95,17 +93,15 @@ struct Group {
   __device__ int64_t offset(uint32_t k, int V) const {  // of the k-th vector
     return base + int64_t(k / cols_v) * stride + int64_t(k % cols_v) * V;
   }
-  template <bool CL>
-  __device__ uint32_t channel(uint32_t k, int j, int V) const {  // within the group
+  template <bool CL> __device__ uint32_t channel(uint32_t k, int j, int V) const {  // within the group
     return CL ? (k % cols_v) * V + j : k / cols_v;
   }
 };
 
 // scale[j] = rstd * weight, shift[j] = bias - mean * scale for the group's channels, in shared memory
 // (mean: that of x - pivot). weight and bias (of W, or null) are converted to fp32 on load.
-template <typename W>
-__device__ void affine(const Group& grp, Welford st, float eps, const W* weight, const W* bias, float* scale,
-                       float* shift) {
+template <typename W> __device__ void affine(const Group& grp, Welford st, float eps, const W* weight, const W* bias,
+                                             float* scale, float* shift) {
   const float rstd = rsqrtf(st.m2 / st.n + eps);
   for (uint32_t j = threadIdx.x; j < grp.cpg; j += blockDim.x) {
     float s = rstd * (weight ? to_f32(weight[grp.first_c + j]) : 1.f);
@@ -129,8 +125,7 @@ __device__ __forceinline__ void normalize_store(T* y, const Group& grp, uint32_t
   *reinterpret_cast<Vec<T, V>*>(y + grp.offset(k, V)) = out;
 }
 
-template <typename T, int V>
-__device__ __forceinline__ void load(const T* p, float (&v)[V], float pivot = 0.f) {
+template <typename T, int V> __device__ __forceinline__ void load(const T* p, float (&v)[V], float pivot = 0.f) {
   Vec<T, V> in = *reinterpret_cast<const Vec<T, V>*>(p);
 #pragma unroll
   for (int j = 0; j < V; ++j) v[j] = to_f32(in.v[j]) - pivot;
@@ -146,8 +141,8 @@ __global__ void group_norm_on_chip(const T* __restrict__ x, T* __restrict__ y, c
   const uint32_t nvec = uint32_t(c / groups * spatial / V);
   float* scale = reinterpret_cast<float*>(smem);
   float* shift = scale + grp.cpg;
-  Vec<T, V>* copy = reinterpret_cast<Vec<T, V>*>(smem) + (2 * grp.cpg * sizeof(float) + sizeof(Vec<T, V>) - 1) /
-                                                             sizeof(Vec<T, V>);
+  Vec<T, V>* copy =
+      reinterpret_cast<Vec<T, V>*>(smem) + (2 * grp.cpg * sizeof(float) + sizeof(Vec<T, V>) - 1) / sizeof(Vec<T, V>);
   const float pivot = to_f32(x[grp.base]);
   Welford acc{0.f, 0.f, 0.f};
   for (uint32_t k = threadIdx.x; k < nvec; k += blockDim.x) {
@@ -168,10 +163,9 @@ __global__ void group_norm_on_chip(const T* __restrict__ x, T* __restrict__ y, c
 
 // Split reduction, pass 1: the statistics of x - pivot over chunk blockIdx.x % chunks of group
 // blockIdx.x / chunks.
-template <typename T, int V, bool CL>
-__global__ void __launch_bounds__(kSplitThreads) group_norm_stats(const T* __restrict__ x, Welford* __restrict__ partial,
-                                                                  int64_t c, int64_t spatial, int64_t groups,
-                                                                  int chunks) {
+template <typename T, int V, bool CL> __global__ void __launch_bounds__(kSplitThreads)
+    group_norm_stats(const T* __restrict__ x, Welford* __restrict__ partial, int64_t c, int64_t spatial, int64_t groups,
+                     int chunks) {
   const Group grp = Group::of<CL>(blockIdx.x / chunks, c, spatial, groups, V);
   const uint32_t nvec = uint32_t(c / groups * spatial / V), per = kChunk / V;
   const uint32_t lo = (blockIdx.x % chunks) * per, hi = min(nvec, lo + per);
@@ -187,10 +181,10 @@ __global__ void __launch_bounds__(kSplitThreads) group_norm_stats(const T* __res
 }
 
 // Split reduction, pass 2: merge the group's partials, normalize this block's chunk.
-template <typename T, typename W, int V, bool CL>
-__global__ void __launch_bounds__(kSplitThreads) group_norm_apply(
-    const T* __restrict__ x, T* __restrict__ y, const Welford* __restrict__ partial, const W* __restrict__ weight,
-    const W* __restrict__ bias, int64_t c, int64_t spatial, int64_t groups, int chunks, float eps, bool silu) {
+template <typename T, typename W, int V, bool CL> __global__ void __launch_bounds__(kSplitThreads)
+    group_norm_apply(const T* __restrict__ x, T* __restrict__ y, const Welford* __restrict__ partial,
+                     const W* __restrict__ weight, const W* __restrict__ bias, int64_t c, int64_t spatial,
+                     int64_t groups, int chunks, float eps, bool silu) {
   extern __shared__ float4 smem[];
   const int64_t group = blockIdx.x / chunks;
   const Group grp = Group::of<CL>(group, c, spatial, groups, V);
@@ -258,8 +252,8 @@ Status launch(const GroupNormArgs& a, const DeviceLimits& dev, cudaStream_t stre
   auto apply = group_norm_apply<T, W, V, CL>;
   st = allow_dynamic_smem(apply, size_t(affine_bytes), dev);
   if (!st.ok()) return st;
-  apply<<<blocks, kSplitThreads, size_t(affine_bytes), stream>>>(x, y, partial, weight, bias, a.c, a.spatial,
-                                                                 a.groups, chunks, a.eps, silu);
+  apply<<<blocks, kSplitThreads, size_t(affine_bytes), stream>>>(x, y, partial, weight, bias, a.c, a.spatial, a.groups,
+                                                                 chunks, a.eps, silu);
   return last_launch();
 }
 

@@ -15,8 +15,7 @@ constexpr int kThreads = 256;
 
 // Runs f(i0, count) over [0, n): vectors of V elements over the aligned body when VEC, scalars
 // (count = 1) over the rest.
-template <bool VEC, int V, typename F>
-__device__ __forceinline__ void for_each(int64_t n, F&& f) {
+template <bool VEC, int V, typename F> __device__ __forceinline__ void for_each(int64_t n, F&& f) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x, first = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   int64_t tail = 0;
   if (VEC) {
@@ -27,9 +26,8 @@ __device__ __forceinline__ void for_each(int64_t n, F&& f) {
   for (int64_t i = tail + first; i < n; i += stride) f(i, std::integral_constant<int, 1>{});
 }
 
-template <typename T, bool VEC>
-__global__ void __launch_bounds__(kThreads) cfg_combine_kernel(const T* __restrict__ u, const T* __restrict__ c,
-                                                               T* __restrict__ out, int64_t n, float scale) {
+template <typename T, bool VEC> __global__ void __launch_bounds__(kThreads)
+    cfg_combine_kernel(const T* __restrict__ u, const T* __restrict__ c, T* __restrict__ out, int64_t n, float scale) {
   for_each<VEC, kVec<T>>(n, [&](int64_t i, auto w) {
     constexpr int W = decltype(w)::value;
     Vec<T, W> uv = *reinterpret_cast<const Vec<T, W>*>(u + i), cv = *reinterpret_cast<const Vec<T, W>*>(c + i), o;
@@ -42,13 +40,12 @@ __global__ void __launch_bounds__(kThreads) cfg_combine_kernel(const T* __restri
   });
 }
 
-template <typename T, typename M, bool VEC>
-__global__ void __launch_bounds__(kThreads) sampler_step_kernel(
-    const T* __restrict__ x, const M* __restrict__ m, const T* __restrict__ prev, const T* __restrict__ noise,
-    T* __restrict__ x_next, T* __restrict__ d_out, int64_t n, SamplerCoeffs k,
-    const float* __restrict__ device_coeffs, bool guided, float s) {
-  if (device_coeffs) k = {device_coeffs[0], device_coeffs[1], device_coeffs[2],
-                          device_coeffs[3], device_coeffs[4], device_coeffs[5]};
+template <typename T, typename M, bool VEC> __global__ void __launch_bounds__(kThreads)
+    sampler_step_kernel(const T* __restrict__ x, const M* __restrict__ m, const T* __restrict__ prev,
+                        const T* __restrict__ noise, T* __restrict__ x_next, T* __restrict__ d_out, int64_t n,
+                        SamplerCoeffs k, const float* __restrict__ device_coeffs, bool guided, float s) {
+  if (device_coeffs)
+    k = {device_coeffs[0], device_coeffs[1], device_coeffs[2], device_coeffs[3], device_coeffs[4], device_coeffs[5]};
   for_each<VEC, kVec<T>>(n, [&](int64_t i, auto w) {
     constexpr int W = decltype(w)::value;
     using VT = Vec<T, W>;

@@ -15,23 +15,27 @@
 namespace fastdiff {
 
 // Calls f(T{}) with T the C++ type of `dtype`: __half, __nv_bfloat16 or float.
-template <typename F>
-Status dispatch_dtype(DType dtype, F&& f) {
+template <typename F> Status dispatch_dtype(DType dtype, F&& f) {
   switch (dtype) {
-    case DType::F16: return f(__half{});
-    case DType::BF16: return f(__nv_bfloat16{});
-    case DType::F32: return f(float{});
+    case DType::F16:
+      return f(__half{});
+    case DType::BF16:
+      return f(__nv_bfloat16{});
+    case DType::F32:
+      return f(float{});
   }
   return Status::invalid("dtype code must be 0 (f16), 1 (bf16) or 2 (f32)");
 }
 
 // The same for the 16-bit types alone (the tensor-core kernels).
-template <typename F>
-Status dispatch_dtype16(DType dtype, F&& f) {
+template <typename F> Status dispatch_dtype16(DType dtype, F&& f) {
   switch (dtype) {
-    case DType::F16: return f(__half{});
-    case DType::BF16: return f(__nv_bfloat16{});
-    default: return Status::invalid("dtype must be f16 or bf16");
+    case DType::F16:
+      return f(__half{});
+    case DType::BF16:
+      return f(__nv_bfloat16{});
+    default:
+      return Status::invalid("dtype must be f16 or bf16");
   }
 }
 
@@ -70,11 +74,10 @@ inline Status device_limits(DeviceLimits* out) {
   const bool cached = device >= 0 && device < kMaxCachedDevices;
   if (cached && ready[device].load(std::memory_order_acquire)) return *out = cache[device], Status{};
   DeviceLimits l;
-  const std::pair<int*, cudaDeviceAttr> attrs[] = {
-      {&l.sms, cudaDevAttrMultiProcessorCount},
-      {&l.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin},
-      {&l.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor},
-      {&l.smem_reserved, cudaDevAttrReservedSharedMemoryPerBlock}};
+  const std::pair<int*, cudaDeviceAttr> attrs[] = {{&l.sms, cudaDevAttrMultiProcessorCount},
+                                                   {&l.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin},
+                                                   {&l.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor},
+                                                   {&l.smem_reserved, cudaDevAttrReservedSharedMemoryPerBlock}};
   for (const auto& [value, attr] : attrs)
     if ((err = cudaDeviceGetAttribute(value, attr, device)) != cudaSuccess) return {err, nullptr};
   if (cached) {
@@ -104,8 +107,7 @@ constexpr size_t kDefaultDynamicSmem = 48 * 1024;
 
 // Lets `kernel` launch with `bytes` of dynamic shared memory on the current device: opts in past
 // the default 48 KiB (a per-device attribute, so set before every such launch).
-template <typename Kernel>
-Status allow_dynamic_smem(Kernel* kernel, size_t bytes, const DeviceLimits& dev) {
+template <typename Kernel> Status allow_dynamic_smem(Kernel* kernel, size_t bytes, const DeviceLimits& dev) {
   if (bytes <= kDefaultDynamicSmem) return {};
   if (bytes > size_t(dev.smem_optin))
     return Status::invalid("the launch needs more shared memory per block than the GPU allows");

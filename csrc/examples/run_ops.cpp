@@ -11,21 +11,21 @@
 
 static_assert(FASTDIFF_API_VERSION >= 2, "written against the argument-struct API");
 
-#define CHECK_CUDA(call)                                                         \
-  do {                                                                           \
-    cudaError_t err_ = (call);                                                   \
-    if (err_ != cudaSuccess) {                                                   \
-      std::fprintf(stderr, "FAIL: %s: %s\n", #call, cudaGetErrorString(err_));   \
-      return 1;                                                                  \
-    }                                                                            \
+#define CHECK_CUDA(call)                                                       \
+  do {                                                                         \
+    cudaError_t err_ = (call);                                                 \
+    if (err_ != cudaSuccess) {                                                 \
+      std::fprintf(stderr, "FAIL: %s: %s\n", #call, cudaGetErrorString(err_)); \
+      return 1;                                                                \
+    }                                                                          \
   } while (0)
-#define CHECK_FD(call)                                                           \
-  do {                                                                           \
-    fastdiff::Status st_ = (call);                                               \
-    if (!st_.ok()) {                                                             \
-      std::fprintf(stderr, "FAIL: %s: %s\n", #call, st_.what());                 \
-      return 1;                                                                  \
-    }                                                                            \
+#define CHECK_FD(call)                                           \
+  do {                                                           \
+    fastdiff::Status st_ = (call);                               \
+    if (!st_.ok()) {                                             \
+      std::fprintf(stderr, "FAIL: %s: %s\n", #call, st_.what()); \
+      return 1;                                                  \
+    }                                                            \
   } while (0)
 
 namespace {

@@ -2,8 +2,9 @@
 // dtypes, options) and a cudaStream_t passed beside it. No libtorch. Every function launches
 // asynchronously on `stream`, never synchronizes, allocates nothing, and returns a Status.
 #pragma once
-#include <cstdint>
 #include <cuda_runtime.h>
+
+#include <cstdint>
 
 // The version of this API, for `#if FASTDIFF_API_VERSION >= 2`. Bumped by every change to a
 // function's signature, an argument struct's fields (added, removed, reordered, renamed, a default
