@@ -123,7 +123,8 @@ def _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise):
     if isinstance(coeffs, (str, bytes)) or not isinstance(coeffs, (tuple, list, Sequence)) or len(coeffs) != 6:
         raise TypeError("fastdiff.sampler_step: coeffs must be six numbers (p, q, a, b, c, e) or a tensor "
                         f"of shape (6,), got {coeffs!r}")
-    if all(type(v) is float and math.isfinite(v) for v in coeffs):  # the samplers' case, checked at once
+    # The samplers' case, six finite Python floats, checked at once (while compiling they may be symbolic).
+    if not torch.compiler.is_compiling() and all(type(v) is float and math.isfinite(v) for v in coeffs):
         return tuple(coeffs), guidance_scale
     return tuple(check_float(op, f"coeffs[{i}]", v) for i, v in enumerate(coeffs)), guidance_scale
 
