@@ -39,22 +39,40 @@ class VAEMidBlock(nn.Module):
         return self.resnets[1](x)
 
 
-class VAELevel(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, n: int, groups: int, resample: Optional[nn.Module], down: bool):
+class _VAELevel(nn.Module):
+    """n ResBlocks, then the level's resampling (none at the last level)."""
+
+    def __init__(self, in_ch: int, out_ch: int, n: int, groups: int):
         super().__init__()
         self.resnets = nn.ModuleList(ResBlock(in_ch if i == 0 else out_ch, out_ch, None, groups, 1e-6)
                                      for i in range(n))
-        self.down = down
-        if down:
-            self.downsample = resample
-        else:
-            self.upsample = resample
+
+    def resample(self) -> Optional[nn.Module]:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for resnet in self.resnets:
             x = resnet(x)
-        resample = self.downsample if self.down else self.upsample
+        resample = self.resample()
         return x if resample is None else resample(x)
+
+
+class VAEDownLevel(_VAELevel):
+    def __init__(self, in_ch: int, out_ch: int, n: int, groups: int, last: bool):
+        super().__init__(in_ch, out_ch, n, groups)
+        self.downsample = None if last else Downsample(out_ch, asymmetric=True)
+
+    def resample(self) -> Optional[nn.Module]:
+        return self.downsample
+
+
+class VAEUpLevel(_VAELevel):
+    def __init__(self, in_ch: int, out_ch: int, n: int, groups: int, last: bool):
+        super().__init__(in_ch, out_ch, n, groups)
+        self.upsample = None if last else Upsample(out_ch)
+
+    def resample(self) -> Optional[nn.Module]:
+        return self.upsample
 
 
 class Encoder(nn.Module):
@@ -63,8 +81,7 @@ class Encoder(nn.Module):
         ch, g, n = c.block_out_channels, c.norm_num_groups, len(c.block_out_channels)
         self.conv_in = nn.Conv2d(c.in_channels, ch[0], 3, padding=1)
         self.down_blocks = nn.ModuleList(
-            VAELevel(ch[max(i - 1, 0)], ch[i], c.layers_per_block, g,
-                     Downsample(ch[i], asymmetric=True) if i < n - 1 else None, down=True) for i in range(n))
+            VAEDownLevel(ch[max(i - 1, 0)], ch[i], c.layers_per_block, g, last=i == n - 1) for i in range(n))
         self.mid_block = VAEMidBlock(ch[-1], g, c.mid_block_add_attention)
         self.conv_norm_out = GroupNorm(g, ch[-1], 1e-6, silu=True)
         self.conv_out = nn.Conv2d(ch[-1], 2 * c.latent_channels, 3, padding=1)
@@ -83,8 +100,7 @@ class Decoder(nn.Module):
         self.conv_in = nn.Conv2d(c.latent_channels, ch[0], 3, padding=1)
         self.mid_block = VAEMidBlock(ch[0], g, c.mid_block_add_attention)
         self.up_blocks = nn.ModuleList(
-            VAELevel(ch[max(i - 1, 0)], ch[i], c.layers_per_block + 1, g,
-                     Upsample(ch[i]) if i < n - 1 else None, down=False) for i in range(n))
+            VAEUpLevel(ch[max(i - 1, 0)], ch[i], c.layers_per_block + 1, g, last=i == n - 1) for i in range(n))
         self.conv_norm_out = GroupNorm(g, ch[-1], 1e-6, silu=True)
         self.conv_out = nn.Conv2d(ch[-1], c.out_channels, 3, padding=1)
 
