@@ -122,8 +122,17 @@ class Backend:
         return OPS[op].reference if self.module is None else getattr(_load(self.module)[0], op)
 
 
+# The environment is read once per process, as Triton itself reads TRITON_INTERPRET once, when its
+# kernels are defined: an op call reads no environment (about 1 us a variable). `use_backend`
+# changes the backend at run time.
+@functools.lru_cache(maxsize=None)
 def _triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _env_request() -> str:
+    return _check_name(os.environ.get("FASTDIFF_BACKEND", "auto") or "auto")
 
 
 @functools.lru_cache(maxsize=None)
@@ -166,11 +175,12 @@ def _request() -> tuple[str, bool]:
     forced = _forced.get()
     if forced:
         return forced
-    return _check_name(os.environ.get("FASTDIFF_BACKEND", "auto") or "auto"), False
+    return _env_request(), False
 
 
 def requested() -> str:
-    """The backend asked for: `use_backend` first, then FASTDIFF_BACKEND, else 'auto'."""
+    """The backend asked for: `use_backend` first, then FASTDIFF_BACKEND (read once per process),
+    else 'auto'."""
     return _request()[0]
 
 

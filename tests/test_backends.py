@@ -33,16 +33,23 @@ def test_cuda_backend_reports_missing_op_and_device():
 
 
 def test_env_var_and_context_manager(monkeypatch):
-    monkeypatch.setenv("FASTDIFF_BACKEND", "torch")
-    assert backends.requested() == "torch"
-    with ops.use_backend("triton"):
-        assert backends.requested() == "triton"
-        with ops.use_backend("auto"):
-            assert backends.requested() == "auto"
-    assert backends.requested() == "torch"
-    monkeypatch.setenv("FASTDIFF_BACKEND", "nonsense")
-    with pytest.raises(ValueError, match="unknown backend 'nonsense'"):
-        backends.requested()
+    def environment(value):  # the process's FASTDIFF_BACKEND, as if it had started with it
+        monkeypatch.setenv("FASTDIFF_BACKEND", value)
+        backends._env_request.cache_clear()
+    try:
+        environment("torch")
+        assert backends.requested() == "torch"
+        with ops.use_backend("triton"):
+            assert backends.requested() == "triton"
+            with ops.use_backend("auto"):
+                assert backends.requested() == "auto"
+        assert backends.requested() == "torch"
+        environment("nonsense")
+        with pytest.raises(ValueError, match="unknown backend 'nonsense'"):
+            backends.requested()
+    finally:
+        monkeypatch.delenv("FASTDIFF_BACKEND")
+        backends._env_request.cache_clear()
     with pytest.raises(ValueError, match="unknown backend"):
         with ops.use_backend("fast"):
             pass
