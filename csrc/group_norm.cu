@@ -28,6 +28,7 @@ namespace {
 constexpr int kOnChipBlocksPerSM = 2;
 constexpr int64_t kChunk = 16384;  // elements per block in the split reduction
 constexpr int kSplitThreads = 256;
+constexpr int kOnChipMaxThreads = 1024;  // the on-chip kernel's largest block (the biggest groups)
 
 struct Welford {
   float n, mean, m2;
@@ -132,10 +133,9 @@ template <typename T, int V> __device__ __forceinline__ void load(const T* p, fl
 }
 
 // One block per group: read once into shared memory, reduce, normalize from the copy.
-template <typename T, typename W, int V, bool CL>
-__global__ void group_norm_on_chip(const T* __restrict__ x, T* __restrict__ y, const W* __restrict__ weight,
-                                   const W* __restrict__ bias, int64_t c, int64_t spatial, int64_t groups, float eps,
-                                   bool silu) {
+template <typename T, typename W, int V, bool CL> __global__ void __launch_bounds__(kOnChipMaxThreads)
+    group_norm_on_chip(const T* __restrict__ x, T* __restrict__ y, const W* __restrict__ weight,
+                       const W* __restrict__ bias, int64_t c, int64_t spatial, int64_t groups, float eps, bool silu) {
   extern __shared__ float4 smem[];
   const Group grp = Group::of<CL>(blockIdx.x, c, spatial, groups, V);
   const uint32_t nvec = uint32_t(c / groups * spatial / V);
@@ -235,7 +235,7 @@ Status launch(const GroupNormArgs& a, const DeviceLimits& dev, cudaStream_t stre
   if (on_chip(dev, cpg, elems, sizeof(T))) {
     const size_t smem = size_t(on_chip_smem(cpg, elems, sizeof(T)));
     const int64_t nvec = elems / V;
-    const int threads = int(nvec >= 8192 ? 1024 : nvec >= 2048 ? 512 : nvec >= 512 ? 256 : 128);
+    const int threads = int(nvec >= 8192 ? kOnChipMaxThreads : nvec >= 2048 ? 512 : nvec >= 512 ? 256 : 128);
     auto kernel = group_norm_on_chip<T, W, V, CL>;
     Status st = allow_dynamic_smem(kernel, smem, dev);
     if (!st.ok()) return st;

@@ -1,6 +1,7 @@
 """Input checks shared by the ops: every error names the op, what was expected and what was given."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -73,4 +74,15 @@ def eager(*tensors) -> bool:
 
 
 def launcher(op: str, inputs: backends.Inputs):
-    return backends.select(op, inputs).impl(op)
+    """The launcher of the backend selected for these inputs. The kernels launch on the current
+    device, so inputs on another GPU are launched with that GPU made current for the call."""
+    fn = backends.select(op, inputs).impl(op)
+    device = inputs.device
+    if device.type == "cuda" and device.index is not None and device.index != torch.cuda.current_device():
+        return functools.partial(_on_device, device, fn)
+    return fn
+
+
+def _on_device(device: torch.device, fn, *args, **kwargs):
+    with torch.cuda.device(device):
+        return fn(*args, **kwargs)
