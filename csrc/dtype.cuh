@@ -5,6 +5,7 @@
 #include <cuda_fp16.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "fastdiff/common.h"
 
@@ -28,5 +29,29 @@ template <typename T, int N> struct alignas(sizeof(T) * N) Vec {
 template <typename T> constexpr int kVec = 16 / sizeof(T);
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// The widest access, in elements of T (a power of two, at most 16 bytes), that moves runs of `run`
+// elements `stride` apart within buffers x and y: channels_last groups of 10, 20 or 30 channels still
+// move 4 or 8 bytes at a time instead of one element.
+template <typename T> int vector_width(const void* x, const void* y, int64_t run, int64_t stride) {
+  const uintptr_t at = reinterpret_cast<uintptr_t>(x) | reinterpret_cast<uintptr_t>(y);
+  for (int v = kVec<T>; v > 1; v /= 2)
+    if (run % v == 0 && stride % v == 0 && at % (v * sizeof(T)) == 0) return v;
+  return 1;
+}
+
+// f(std::integral_constant<int, V>) for V = v, one of vector_width's answers.
+template <typename T, typename F> auto dispatch_width(int v, F&& f) {
+  switch (v) {
+    case 8:
+      if constexpr (kVec<T> >= 8) return f(std::integral_constant<int, 8>{});
+      break;
+    case 4:
+      return f(std::integral_constant<int, 4>{});
+    case 2:
+      return f(std::integral_constant<int, 2>{});
+  }
+  return f(std::integral_constant<int, 1>{});
+}
 
 }  // namespace fastdiff

@@ -284,18 +284,18 @@ Status group_norm(const GroupNormArgs& a, cudaStream_t stream) {
     return Status::invalid("workspace smaller than group_norm_workspace_size()");
   return dispatch_dtype(a.dtype, [&](auto t) {
     using T = decltype(t);
-    constexpr int V = kVec<T>;
-    // Vectors never straddle runs, and every run starts 16-byte aligned.
+    // Vectors never straddle runs, and every run starts aligned to the vector.
     const bool nhwc = a.layout == Layout::NHWC;
     const int64_t run = nhwc ? a.c / a.groups : a.spatial, stride = nhwc ? a.c : a.spatial;
-    const bool vec = aligned16(a.x) && aligned16(a.y) && run % V == 0 && stride % V == 0;
-    auto by_layout = [&](auto w) {
-      using W = decltype(w);
-      if (nhwc) return vec ? launch<T, W, V, true>(a, dev, stream) : launch<T, W, 1, true>(a, dev, stream);
-      return vec ? launch<T, W, V, false>(a, dev, stream) : launch<T, W, 1, false>(a, dev, stream);
-    };
-    // weight and bias in x's dtype or in fp32 (for float x both are float: one kernel)
-    return weight_dtype == DType::F32 ? by_layout(float{}) : by_layout(T{});
+    return dispatch_width<T>(vector_width<T>(a.x, a.y, run, stride), [&](auto v) {
+      constexpr int V = decltype(v)::value;
+      auto by_layout = [&](auto w) {
+        using W = decltype(w);
+        return nhwc ? launch<T, W, V, true>(a, dev, stream) : launch<T, W, V, false>(a, dev, stream);
+      };
+      // weight and bias in x's dtype or in fp32 (for float x both are float: one kernel)
+      return weight_dtype == DType::F32 ? by_layout(float{}) : by_layout(T{});
+    });
   });
 }
 
