@@ -228,6 +228,16 @@ def _candidates(op: str, inputs: Inputs, name: str, fallback: bool) -> tuple[str
     return tuple(dict.fromkeys((name,) + _auto_candidates(op, inputs))) if fallback else (name,)
 
 
+def launcher(op: str, inputs: Inputs) -> Callable:
+    """The launcher of `op` on the backend `select` picks: what an op call runs, memoised."""
+    return _launcher(op, inputs, *_request(), inputs.device.type != "cuda" and _triton_interpret())
+
+
+@functools.lru_cache(maxsize=4096)
+def _launcher(op: str, inputs: Inputs, name: str, fallback: bool, interpret: bool) -> Callable:
+    return _select(op, inputs, name, fallback, interpret).impl(op)
+
+
 def select(op: str, inputs: Inputs) -> Backend:
     """The backend that runs `op` on these inputs for the current request; raises BackendUnavailable."""
     # Triton's interpreter matters only off the GPU: an op call on CUDA reads no environment for it.

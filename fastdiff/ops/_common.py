@@ -76,7 +76,7 @@ def eager(*tensors) -> bool:
 def launcher(op: str, inputs: backends.Inputs):
     """The launcher of the backend selected for these inputs. The kernels launch on the current
     device, so inputs on another GPU are launched with that GPU made current for the call."""
-    fn = backends.select(op, inputs).impl(op)
+    fn = backends.launcher(op, inputs)
     device = inputs.device
     if device.type == "cuda" and device.index is not None and device.index != torch.cuda.current_device():
         return functools.partial(_on_device, device, fn)
