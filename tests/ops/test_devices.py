@@ -20,7 +20,7 @@ def test_launcher_makes_the_inputs_device_current(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "device", device)
-    monkeypatch.setattr(backends, "select", lambda op, inputs: backends.BACKENDS["torch"])
+    monkeypatch.setattr(backends, "launcher", lambda op, inputs: reference.cfg_combine)
     on = torch.device("cuda", 1)
     fn = _common.launcher("cfg_combine", backends.Inputs(on, torch.float32))
     u, c = torch.zeros(3), torch.ones(3)
