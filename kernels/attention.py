@@ -5,21 +5,24 @@ q, k, v are read through their (batch, sequence, head) strides, so views of one 
 need no copy; the head dim is padded to a power of two inside the kernel by masking. A short key
 sequence (cross-attention, e.g. 77 tokens) is covered by one key block: one pass, exact softmax.
 
+Triton's interpreter (CPU tensors) holds bfloat16 as its bits and its tl.dot multiplies those, so
+there bf16 operands are widened to fp32 first (UPCAST): the same exact products and fp32 sums as the
+GPU's bf16 dot. A GPU launch never takes that path.
+
 The grid is (query tiles, batch x heads). Past CUDA's limit of 65535 on axis 1, programs are
 numbered linearly instead, in the same order (query tile fastest: the tiles of one head run
 together and share its K and V in L2), on axis 0 (up to 2^31 - 1) and spilling to axis 1, so any
 batch x heads launches.
 """
-import functools
 import math
 
 import torch
 import triton
 import triton.language as tl
 
+from ._device import MAX_GRID_X, MAX_GRID_YZ, shared_memory_of
+
 _LOG2E = 1.4426950408889634
-MAX_GRID_X = 2**31 - 1  # CUDA's limits on grid axis 0, and on axes 1 and 2
-MAX_GRID_YZ = 65535
 
 
 def grid(q_tiles: int, batch_heads: int):
@@ -37,7 +40,7 @@ def grid(q_tiles: int, batch_heads: int):
 def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, H, SQ, SK, D, Q_TILES, TOTAL, qk_scale,
                       s_qb, s_qs, s_qh, s_kb, s_ks, s_kh, s_vb, s_vs, s_vh, s_ob, s_os, s_oh,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                      IEEE: tl.constexpr, LINEAR: tl.constexpr):
+                      IEEE: tl.constexpr, UPCAST: tl.constexpr, LINEAR: tl.constexpr):
     if LINEAR:  # program (b * H + h) * Q_TILES + query tile; those past TOTAL mask every row
         pid = tl.program_id(1).to(tl.int64) * tl.num_programs(0) + tl.program_id(0)
         ok = pid < TOTAL
@@ -68,6 +71,8 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, H, SQ, SK, D, Q_TILES, TOTAL, 
         k = tl.load(k_base + n.to(tl.int64)[:, None] * s_ks + cols[None, :], mask=kv_mask, other=0.0)
         if IEEE:
             s = tl.dot(q, tl.trans(k), input_precision="ieee")
+        elif UPCAST:  # the same products and fp32 sums as a bf16 dot
+            s = tl.dot(q.to(tl.float32), tl.trans(k.to(tl.float32)), input_precision="ieee")
         else:
             s = tl.dot(q, tl.trans(k))
         s = tl.where((n < SK)[None, :], s * qk_scale, float("-inf"))
@@ -78,6 +83,9 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, H, SQ, SK, D, Q_TILES, TOTAL, 
         v = tl.load(v_base + n.to(tl.int64)[:, None] * s_vs + cols[None, :], mask=kv_mask, other=0.0)
         if IEEE:
             acc = acc * alpha[:, None] + tl.dot(p, v.to(tl.float32), input_precision="ieee")
+        elif UPCAST:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32),
+                                                input_precision="ieee")
         else:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
@@ -85,11 +93,6 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, o_ptr, H, SQ, SK, D, Q_TILES, TOTAL, 
     o_base = o_ptr + b.to(tl.int64) * s_ob + h.to(tl.int64) * s_oh
     tl.store(o_base + rows.to(tl.int64)[:, None] * s_os + cols[None, :], out.to(o_ptr.dtype.element_ty),
              mask=row_ok[:, None] & dmask[None, :])
-
-
-@functools.lru_cache(maxsize=None)
-def _shared_memory(device_index: int) -> int:
-    return triton.runtime.driver.active.utils.get_device_properties(device_index)["max_shared_mem"]
 
 
 def _config(head_dim: int, seq_k: int, itemsize: int, shared_memory: int):
@@ -118,8 +121,8 @@ def attention(q, k, v, *, scale=None):
     if o.numel() == 0:  # nothing to compute (and no default scale for head dim 0)
         return o
     scale = 1.0 / math.sqrt(d) if scale is None else scale
-    shared_memory = _shared_memory(q.device.index) if q.is_cuda else 1 << 30  # no limit when interpreted
-    block_m, block_n, block_d, warps, stages = _config(d, sk, q.element_size(), shared_memory)
+    # the device's opt-in shared memory, asked once per device (no limit off a GPU)
+    block_m, block_n, block_d, warps, stages = _config(d, sk, q.element_size(), shared_memory_of(q))
     q_tiles = triton.cdiv(sq, block_m)
     g, linear = grid(q_tiles, b * h)
     _attention_kernel[g](
@@ -127,5 +130,6 @@ def attention(q, k, v, *, scale=None):
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), o.stride(0), o.stride(1), o.stride(2),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_D=block_d,
-        IEEE=q.dtype == torch.float32, LINEAR=linear, num_warps=warps, num_stages=stages)
+        IEEE=q.dtype == torch.float32, UPCAST=q.device.type == "cpu" and q.dtype == torch.bfloat16,
+        LINEAR=linear, num_warps=warps, num_stages=stages)
     return o

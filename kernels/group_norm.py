@@ -32,13 +32,13 @@ import triton.language as tl
 
 from fastdiff._layout import dense_like
 
+from ._device import INTERPRETED_SM_COUNT, MAX_GRID_X, MAX_GRID_YZ, sm_count_of
+
 TILE = 4096            # elements per (BLOCK_HW, BLOCK_C) tile: 32 fp32 per thread at 4 warps
 ROW_CHANNELS = 128     # channels_last: aim for rows of about this many contiguous channels
-TARGET_PROGRAMS = 528  # 4 per SM of an H100, enough to keep every SM streaming
+PROGRAMS_PER_SM = 4    # speed policy: split until this many programs per SM keep every SM streaming
 MAX_SPLIT = 256        # chunks per group: bounds the workspace each program merges
 WIDE_ROWS = 64         # NCHW groups wider than a tile: rows (contiguous elements) per channel in a tile
-MAX_GRID_X = 2**31 - 1  # CUDA's limits on grid axis 0, and on axes 1 and 2
-MAX_GRID_YZ = 65535
 
 
 def grid(shape):
@@ -307,12 +307,15 @@ class Plan:
     wide: bool = False  # a group's channels span several tiles: strips of block_c channels
 
 
-def plan(n: int, c: int, hw: int, num_groups: int, channels_last: bool) -> Plan:
-    """Tiles and grid. channels_last takes several groups per block so that each loaded row is a
-    long contiguous run of channels; NCHW takes one group, each column being contiguous along HW.
-    A group of more than TILE channels is walked in strips: whole rows of TILE channels in
-    channels_last, WIDE_ROWS contiguous rows of each channel in NCHW.
-    Chunks split HW until about TARGET_PROGRAMS programs run, one tile at least per chunk."""
+def plan(n: int, c: int, hw: int, num_groups: int, channels_last: bool,
+         sm_count: int = INTERPRETED_SM_COUNT) -> Plan:
+    """Tiles and grid for a device of sm_count SMs (the launcher passes its device's; the default
+    is the stand-in used off a GPU). channels_last takes several groups per block so that each
+    loaded row is a long contiguous run of channels; NCHW takes one group, each column being
+    contiguous along HW. A group of more than TILE channels is walked in strips: whole rows of TILE
+    channels in channels_last, WIDE_ROWS contiguous rows of each channel in NCHW.
+    Chunks split HW until about PROGRAMS_PER_SM * sm_count programs run, one tile at least per
+    chunk."""
     cpg = c // num_groups
     gpb = min(num_groups, max(1, ROW_CHANNELS // cpg)) if channels_last else 1
     wide = gpb * cpg > TILE  # then gpb == 1
@@ -324,7 +327,7 @@ def plan(n: int, c: int, hw: int, num_groups: int, channels_last: bool) -> Plan:
         block_hw = max(1, min(triton.next_power_of_2(hw), TILE // block_c))
     tiles = triton.cdiv(hw, block_hw)
     programs = n * triton.cdiv(num_groups, gpb)
-    split = max(1, min(tiles, MAX_SPLIT, math.ceil(TARGET_PROGRAMS / programs)))
+    split = max(1, min(tiles, MAX_SPLIT, math.ceil(PROGRAMS_PER_SM * sm_count / programs)))
     chunk = triton.cdiv(tiles, split) * block_hw
     return Plan(gpb, block_c, block_hw, triton.cdiv(hw, chunk), chunk, wide)
 
@@ -339,7 +342,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, *, silu=False):
     channels_last = fmt is not torch.contiguous_format  # channels_last or channels_last_3d
     s_n, s_hw, s_c = (c * hw, c, 1) if channels_last else (c * hw, 1, hw)  # (N, HW, C) strides
     cpg = c // num_groups
-    p = plan(n, c, hw, num_groups, channels_last)
+    p = plan(n, c, hw, num_groups, channels_last, sm_count_of(x))  # SM count asked once per device
     w = None if weight is None else weight.to(torch.float32).contiguous()
     b = None if bias is None else bias.to(torch.float32).contiguous()
     flags = dict(HAS_W=w is not None, HAS_B=b is not None, SILU=bool(silu))
