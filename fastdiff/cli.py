@@ -160,11 +160,27 @@ def run_eval(args) -> int:
     return 0
 
 
+# fastdiff audit
+
+def audit_arguments(p: argparse.ArgumentParser) -> None:
+    from .audit import command
+
+    command.add_arguments(p)
+
+
+def run_audit(args) -> int:
+    from .audit import command
+
+    return command.run(args)
+
+
 # name: (help, declares the arguments, runs)
 COMMANDS = {
     "sample": ("sample images from a prompt or class and save a PNG grid", sample_arguments, run_sample),
     "train": ("train the built-in default models on procedural scenes", train_arguments, run_train),
     "eval": ("prompt accuracy of the built-in models over CFG scales and samplers", eval_arguments, run_eval),
+    "audit": ("compile the kernels for sm_80/sm_86/sm_90a at the models' shapes, no GPU needed, and report "
+              "registers, spills, shared memory, access widths and padding", audit_arguments, run_audit),
 }
 
 
