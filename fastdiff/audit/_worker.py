@@ -13,7 +13,8 @@ def main() -> int:
     from .workloads import _decode
 
     compiler = triton_audit.Compiler(spec["cache_dir"], spec["jobs"])
-    rows = triton_audit.audit([_decode(w) for w in spec["workloads"]], [ARCHS[a] for a in spec["archs"]], compiler)
+    rows = triton_audit.audit([_decode(w) for w in spec["workloads"]], [ARCHS[a] for a in spec["archs"]], compiler,
+                              spec.get("overrides"))
     json.dump(rows, sys.stdout, default=str)
     return 0
 

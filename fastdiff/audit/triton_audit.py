@@ -415,9 +415,10 @@ def support_reasons(w: Workload) -> list[str]:
     return _triton.SUPPORT[w.op].reasons(inputs)
 
 
-def audit(workloads, archs, compiler: Compiler | None = None) -> list[dict]:
+def audit(workloads, archs, compiler: Compiler | None = None, overrides: dict | None = None) -> list[dict]:
     """One row per (workload, arch, kernel launched). Every launch is recorded and specialized
-    first; then the distinct ones not cached compile together."""
+    first; then the distinct ones not cached compile together. `overrides` replaces launch
+    keywords (BLOCK_M=..., num_stages=...): a forced configuration instead of the launcher's."""
     compiler = compiler or Compiler()
     planned = []
     for w in workloads:
@@ -429,6 +430,7 @@ def audit(workloads, archs, compiler: Compiler | None = None) -> list[dict]:
                 planned.append(({**base, "kernel": w.op, "status": "unsupported: " + "; ".join(reasons)}, None))
                 continue
             for label, fn, grid, args, kwargs in launches(w, arch):
+                kwargs = {**kwargs, **(overrides or {})}
                 row = {**base, "kernel": label, "config": _config_text(label, kwargs), "grid": list(grid)}
                 if label == "attention":
                     row["pad_waste"] = pad_waste(w, kwargs)
@@ -459,14 +461,14 @@ def interpreted() -> bool:
     return not isinstance(standard.cdiv, JITFunction)
 
 
-def audit_anywhere(workloads, archs, cache_dir=None, jobs=None) -> list[dict]:
+def audit_anywhere(workloads, archs, cache_dir=None, jobs=None, overrides=None) -> list[dict]:
     """audit(), in a fresh process with the interpreter off when this one has it on."""
     if not interpreted():
-        return audit(workloads, archs, Compiler(cache_dir, jobs))
+        return audit(workloads, archs, Compiler(cache_dir, jobs), overrides)
     from .workloads import _encode
 
     spec = {"workloads": [_encode(w) for w in workloads], "archs": [a.name for a in archs],
-            "cache_dir": str(cache_dir) if cache_dir else None, "jobs": jobs}
+            "cache_dir": str(cache_dir) if cache_dir else None, "jobs": jobs, "overrides": overrides}
     env = {**os.environ, "TRITON_INTERPRET": "0"}
     proc = subprocess.run([sys.executable, "-m", "fastdiff.audit._worker"], input=json.dumps(spec),
                           capture_output=True, text=True, env=env)
