@@ -21,7 +21,14 @@ from pathlib import Path
 
 from .arch import Arch
 
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
+def _csrc() -> Path:
+    """csrc/ of the source tree: beside the package when it runs from a checkout, else the working
+    directory's (an installed fastdiff carries no sources)."""
+    here = Path(__file__).resolve().parents[2] / "csrc"
+    return here if (here / "build.py").is_file() else Path.cwd() / "csrc"
+
+
+CSRC = _csrc()
 
 
 def build_module():
