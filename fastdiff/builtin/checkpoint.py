@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..files import atomic_path
+
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
 
@@ -15,12 +17,14 @@ def path(name: str, directory: str | Path | None = None) -> Path:
     return Path(directory or WEIGHTS_DIR) / f"{name}.safetensors"
 
 
-def save(module: torch.nn.Module, name: str, config: dict | None = None, directory=None) -> Path:
-    """Writes the module's floating-point state in float16 (the config goes in the metadata)."""
+def save(module: torch.nn.Module, name: str, config: dict | None, directory) -> Path:
+    """Writes the module's floating-point state in float16 (the config goes in the metadata) to
+    <directory>/<name>.safetensors, whole or not at all. There is no default directory: the
+    shipped weights are never written."""
     state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in module.state_dict().items()}
     out = path(name, directory)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out), metadata={"config": json.dumps(config or {})})
+    with atomic_path(out) as tmp:
+        save_file(state, str(tmp), metadata={"config": json.dumps(config or {})})
     return out
 
 

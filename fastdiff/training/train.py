@@ -11,42 +11,42 @@ import torch
 from tqdm import tqdm
 
 from ..builtin import checkpoint, data, schedule, tokenizer
+from ..files import atomic_path
 from . import classifier
 
 
-def loop(name: str, params, loss_fn, steps: int, lr: float, out_dir=None, log_every: int = 50) -> list[float]:
+def loop(name: str, params, loss_fn, steps: int, lr: float, out_dir, log_every: int = 50) -> list[float]:
     """AdamW with a short warm-up and a cosine decay; `loss_fn(step)` returns the loss of a fresh
-    batch. Writes <out_dir>/<name>_loss.csv (step, loss, seconds) and returns the logged losses."""
+    batch. Writes <out_dir>/<name>_loss.csv (step, loss, seconds) once the run completes and
+    returns the logged losses."""
     params = [p for p in params if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     warm = max(1, min(200, steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * s / steps)).item()))
-    log_path = Path(out_dir or checkpoint.WEIGHTS_DIR) / f"{name}_loss.csv"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    logged, running, start = [], 0.0, time.time()
-    with open(log_path, "w", newline="") as f, tqdm(range(steps), desc=f"train {name}", unit="step") as bar:
-        writer = csv.writer(f)
-        writer.writerow(["step", "loss", "seconds"])
-        for step in bar:
-            loss = loss_fn(step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            running += loss.item()
-            if (step + 1) % log_every == 0 or step + 1 == steps:
-                n = (step % log_every) + 1
-                logged.append(running / n)
-                writer.writerow([step + 1, f"{running / n:.6f}", f"{time.time() - start:.1f}"])
-                f.flush()
-                bar.set_postfix(loss=f"{running / n:.4f}")
-                running = 0.0
+    with atomic_path(Path(out_dir) / f"{name}_loss.csv") as log_path:
+        logged, running, start = [], 0.0, time.time()
+        with open(log_path, "w", newline="") as f, tqdm(range(steps), desc=f"train {name}", unit="step") as bar:
+            writer = csv.writer(f)
+            writer.writerow(["step", "loss", "seconds"])
+            for step in bar:
+                loss = loss_fn(step)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                sched.step()
+                running += loss.item()
+                if (step + 1) % log_every == 0 or step + 1 == steps:
+                    n = (step % log_every) + 1
+                    logged.append(running / n)
+                    writer.writerow([step + 1, f"{running / n:.6f}", f"{time.time() - start:.1f}"])
+                    bar.set_postfix(loss=f"{running / n:.4f}")
+                    running = 0.0
     return logged
 
 
-def train_classifier(steps: int = 1500, batch: int = 128, seed: int = 1, out_dir=None, width: int = 32):
+def train_classifier(*, out_dir, steps: int = 1500, batch: int = 128, seed: int = 1, width: int = 32):
     model = classifier.AttributeClassifier(width)
     g = torch.Generator().manual_seed(seed)
 
@@ -96,7 +96,7 @@ def encode(vae, images: torch.Tensor, g: torch.Generator | None = None) -> torch
     return z * vae.config.scaling_factor
 
 
-def train_vae(vae, steps: int = 1500, batch: int = 32, seed: int = 0, out_dir=None, kl_weight: float = 1e-3,
+def train_vae(vae, *, out_dir, steps: int = 1500, batch: int = 32, seed: int = 0, kl_weight: float = 1e-3,
               lr: float = 2e-3):
     """Reconstruction MSE plus a small KL to N(0, I); then sets config.scaling_factor to 1 / the
     latents' standard deviation (as Stable Diffusion's 0.18215) so the diffusion models see unit
@@ -119,7 +119,7 @@ def train_vae(vae, steps: int = 1500, batch: int = 32, seed: int = 0, out_dir=No
     return checkpoint.save(vae, "vae", config_dict(vae), out_dir), losses
 
 
-def train_unet(unet, text_encoder, vae, steps: int = 2000, batch: int = 64, seed: int = 0, out_dir=None,
+def train_unet(unet, text_encoder, vae, *, out_dir, steps: int = 2000, batch: int = 64, seed: int = 0,
                p_uncond: float = 0.1, p_mislabel: float = 0.25, lr: float = 1e-3):
     """The latent U-Net and its text encoder together, through the diffusion loss, on frozen VAE
     latents, with caption dropout p_uncond and mislabelled captions p_mislabel."""
@@ -139,7 +139,7 @@ def train_unet(unet, text_encoder, vae, steps: int = 2000, batch: int = 64, seed
     return checkpoint.save(unet.eval(), "unet", config_dict(unet), out_dir), losses
 
 
-def train_dit(dit, vae, steps: int = 2000, batch: int = 64, seed: int = 0, out_dir=None, p_uncond: float = 0.2,
+def train_dit(dit, vae, *, out_dir, steps: int = 2000, batch: int = 64, seed: int = 0, p_uncond: float = 0.2,
               p_mislabel: float = 0.25, lr: float = 1e-3):
     """The DiT conditioned on the (colour, shape) class, with mislabelled classes p_mislabel and
     label dropout p_uncond to the null class (label num_classes). The null class reaches every
