@@ -12,8 +12,8 @@ KINDS: tuple[ModelKind, ...] = (unet.KIND, dit.KIND, vae.KIND)
 
 
 def kind_of(ckpt: Checkpoint, *, config=None, model=None) -> ModelKind:
-    """The kind of model class `model`, else of `config`, else the one config.json names, else the
-    one whose keys the weights have."""
+    """The kind of model class `model`, else of `config`, else the one config.json names or whose
+    config the weights file stores, else the one whose keys the weights have."""
     if model is not None:
         found = [k for k in KINDS if k.model is model]
     elif config is not None:
@@ -21,6 +21,7 @@ def kind_of(ckpt: Checkpoint, *, config=None, model=None) -> ModelKind:
     else:
         named = (ckpt.config_json or {}).get("_class_name")
         found = [k for k in KINDS if named in k.diffusers_classes] or \
+            [k for k in KINDS if ckpt.stored_config and loading.config_from_fields(k.config, ckpt.stored_config)] or \
             [k for k in KINDS if k.recognise(ckpt.weights.keys())]
     if not found:
         raise ValueError(f"{ckpt.where}: cannot tell which model this is; "

@@ -10,7 +10,9 @@ The model is built on the meta device and takes the converted tensors themselves
 entry is dropped once converted, so loading never holds a second copy of the weights."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -21,6 +23,8 @@ from . import convert
 
 _WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin", "model.safetensors",
                  "pytorch_model.bin")
+_FILE_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+ACCEPTED = "a diffusers model folder or a checkpoint file (" + ", ".join(_FILE_SUFFIXES) + ")"
 
 
 @dataclass(frozen=True)
@@ -47,13 +51,15 @@ class ModelKind:
 
 
 class _SafetensorsSource:
-    """A safetensors file as a mapping that reads a tensor only when it is popped."""
+    """A safetensors file as a mapping that reads a tensor only when it is popped; `config` is the
+    model config a fastdiff weights file stores in its metadata (fastdiff train writes it), or None."""
 
     def __init__(self, path: Path):
         from safetensors import safe_open
 
         self._file = safe_open(str(path), framework="pt")
         self._keys = list(self._file.keys())
+        self.config = json.loads((self._file.metadata() or {}).get("config", "null"))
 
     def keys(self):
         return list(self._keys)
@@ -71,10 +77,28 @@ class _DictSource(dict):
         return tuple(self[key].shape)
 
 
+def _not_a_checkpoint(path: Path, why: str) -> ValueError:
+    return ValueError(f"fastdiff.models.from_pretrained: {path} is not a checkpoint ({why}); expected {ACCEPTED}")
+
+
 def _open_weights(path: Path):
+    if path.suffix not in _FILE_SUFFIXES:
+        raise _not_a_checkpoint(path, f"the extension {path.suffix or '(none)'} is not a checkpoint's")
     if path.suffix == ".safetensors":
-        return _SafetensorsSource(path)
-    sd = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+        from safetensors import SafetensorError
+
+        try:
+            return _SafetensorsSource(path)
+        except (SafetensorError, json.JSONDecodeError) as e:
+            raise _not_a_checkpoint(path, f"unreadable as safetensors: {e}") from None
+    try:  # only zip-format files map; older torch.save files load whole
+        sd = torch.load(str(path), map_location="cpu", mmap=zipfile.is_zipfile(path), weights_only=True)
+    except OSError:
+        raise
+    except Exception as e:  # arbitrary bytes fail in the unpickler in arbitrary ways
+        raise _not_a_checkpoint(path, f"unreadable by torch.load: {type(e).__name__}: {e}".splitlines()[0]) from None
+    if not isinstance(sd, dict):
+        raise _not_a_checkpoint(path, f"it holds a {type(sd).__name__}, not a state dict")
     for wrapper in ("state_dict", "module"):  # LDM .ckpt / some training checkpoints
         if isinstance(sd.get(wrapper), dict):
             sd = sd[wrapper]
@@ -96,11 +120,17 @@ def _read_folder(folder: Path):
 @dataclass
 class Checkpoint:
     """An opened checkpoint: weights (keys(), pop(key), shape(key); each tensor read when popped),
-    its config.json (a diffusers folder) and the prediction_type of a sibling scheduler config."""
+    its config.json (a diffusers folder) and the prediction_type of a sibling scheduler config; a
+    fastdiff weights file carries its config instead (stored_config)."""
     weights: Any
     config_json: Optional[dict] = None
     prediction_type: Optional[str] = None
     where: str = "fastdiff.models.from_pretrained(state dict)"
+
+    @property
+    def stored_config(self) -> Optional[dict]:
+        """The config fields a fastdiff weights file carries in its metadata, or None."""
+        return getattr(self.weights, "config", None) or None
 
     @classmethod
     def open(cls, source) -> "Checkpoint":
@@ -123,7 +153,7 @@ def load(kind: ModelKind, source, *, config=None, dtype: Optional[torch.dtype] =
     tensor is cast and moved as it is read. Raises ValueError listing every missing key,
     unexpected key and wrong shape."""
     ckpt = source if isinstance(source, Checkpoint) else Checkpoint.open(source)
-    config = _config(kind, ckpt, config)
+    config = config_of(kind, ckpt, config)
     with torch.device("meta"):
         net = kind.model(config)
     target = net.state_dict()
@@ -140,14 +170,26 @@ def load(kind: ModelKind, source, *, config=None, dtype: Optional[torch.dtype] =
     return net.eval()
 
 
-def _config(kind: ModelKind, ckpt: Checkpoint, config):
-    """The config given, else the one config.json describes, else the one read off the shapes."""
+def config_from_fields(config_cls: type, fields: dict):
+    """A config of config_cls from stored fields (JSON turned its tuples into lists), or None when
+    the fields are not all config_cls's."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    if not fields or not set(fields) <= names:
+        return None
+    return config_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+
+
+def config_of(kind: ModelKind, ckpt: Checkpoint, config=None):
+    """The config given, else the one config.json describes or the weights file stores, else the
+    one read off the shapes."""
     where, name = ckpt.where, kind.name
     if config is None and ckpt.config_json is not None:
         cls_name = ckpt.config_json.get("_class_name")
         if cls_name not in kind.diffusers_classes:
             raise ValueError(f"{where}: config.json describes {cls_name}, expected a {name}")
         config = kind.config_from_diffusers(ckpt.config_json, ckpt.prediction_type)
+    if config is None and ckpt.config_json is None and ckpt.stored_config is not None:
+        config = config_from_fields(kind.config, ckpt.stored_config)
     if config is None and kind.config_from_keys is not None and kind.recognise(ckpt.weights.keys()):
         config = kind.config_from_keys(ckpt.weights)
     if config is None:
