@@ -13,7 +13,7 @@ import dataclasses
 
 from ..models import DiT, DiTConfig, UNet, UNetConfig, VAE, VAEConfig
 from ..sampling import NoiseSchedule, SamplingDefaults, SamplingModel
-from . import checkpoint, data
+from . import checkpoint, data, prompts
 from .text_encoder import TextEncoder, TextEncoderConfig
 
 NAMES = ("unet", "dit")  # the models that sample; the first is the default
@@ -65,18 +65,23 @@ def load(part: str, device="cpu", weights_dir=None):
     return checkpoint.load(model, part, weights_dir).to(device)
 
 
-def label(prompt: str) -> int:
-    """The DiT's class of a prompt: its (colour, shape) pair."""
+def label(prompt) -> int:
+    """The DiT's class of a prompt, its (colour, shape) pair; a class label is taken as it is."""
+    if not isinstance(prompt, str):
+        if not 0 <= int(prompt) < data.num_classes():
+            raise ValueError(f"fastdiff.builtin: the DiT's class labels are 0 to {data.num_classes() - 1}, "
+                             f"got {prompt}")
+        return int(prompt)
+    why = prompts.missing_class(prompt)
+    if why:
+        raise ValueError(f"fastdiff.builtin: {why}")
     found = data.parse(prompt)
-    if "colour" not in found or "shape" not in found:
-        raise ValueError(f"fastdiff.builtin: the DiT needs a prompt naming a colour "
-                         f"({', '.join(data.COLOUR_NAMES)}) and a shape ({', '.join(data.SHAPES)}), got {prompt!r}")
     return found["colour"] * len(data.SHAPES) + found["shape"]
 
 
 def sampling_model(name: str | None = None, *, device="cpu", weights_dir=None) -> SamplingModel:
-    """The SamplingModel of the built-in 'unet' (default) or 'dit'; both take prompts and sample
-    with SAMPLING by default."""
+    """The SamplingModel of the built-in 'unet' (default) or 'dit'; both take prompts (the DiT
+    class labels too, see prompts.class_names) and sample with SAMPLING by default."""
     name = name or NAMES[0]
     if name not in NAMES:
         raise ValueError(f"fastdiff.builtin: no built-in model {name!r}; expected one of {', '.join(NAMES)}")

@@ -20,6 +20,11 @@ VOCAB = _vocab()
 _INDEX = {w: i for i, w in enumerate(VOCAB)}
 
 
+def words(text: str) -> list[str]:
+    """The words of a caption as the tokenizer reads them."""
+    return text.lower().replace(",", " ").replace(".", " ").split()
+
+
 def encode(texts: list[str] | str, max_len: int = MAX_LEN) -> torch.Tensor:
     """Captions -> (N, max_len) int64 token ids, padded with PAD (id 0); unknown words -> UNK;
     words past max_len are dropped."""
@@ -27,8 +32,8 @@ def encode(texts: list[str] | str, max_len: int = MAX_LEN) -> torch.Tensor:
         texts = [texts]
     ids = torch.zeros(len(texts), max_len, dtype=torch.int64)
     for i, text in enumerate(texts):
-        words = text.lower().replace(",", " ").replace(".", " ").split()[:max_len]
-        ids[i, : len(words)] = torch.tensor([_INDEX.get(w, _INDEX[UNK]) for w in words], dtype=torch.int64)
+        kept = words(text)[:max_len]
+        ids[i, : len(kept)] = torch.tensor([_INDEX.get(w, _INDEX[UNK]) for w in kept], dtype=torch.int64)
     return ids
 
 

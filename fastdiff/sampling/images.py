@@ -1,4 +1,4 @@
-"""Decoded images to PIL and PNG."""
+"""Decoded images to PIL images and image files."""
 from __future__ import annotations
 
 import math
@@ -32,15 +32,24 @@ def grid(pils: list, cols: Optional[int] = None):
     return sheet
 
 
-def save_png(images: torch.Tensor, path, cols: Optional[int] = None, scale: int = 1) -> Path:
-    """Save (N, C, H, W) images in [-1, 1] as one PNG grid, enlarged `scale` times with nearest
-    pixels (for small images); returns the path."""
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def save_image(images: torch.Tensor, path, cols: Optional[int] = None, scale: int = 1) -> Path:
+    """Save (N, C, H, W) images in [-1, 1] as one grid of `cols` columns (near-square by default),
+    enlarged `scale` times with nearest pixels (for small images), in the format the extension
+    names (.png, .jpg/.jpeg, .webp), whole or not at all; returns the path."""
     from PIL import Image
 
+    from ..files import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"fastdiff.sampling.images: {path}: expected a file name ending in {', '.join(FORMATS)}")
     sheet = grid(to_pil(images), cols)
     if scale != 1:
         sheet = sheet.resize((sheet.width * scale, sheet.height * scale), Image.NEAREST)
-    sheet.save(path, format="PNG")
+    with atomic_path(path) as tmp:
+        sheet.save(tmp, format=fmt, **({"quality": 95} if fmt != "PNG" else {}))
     return path

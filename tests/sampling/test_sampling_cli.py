@@ -21,8 +21,8 @@ def _stand_in(monkeypatch, calls, **fields):
     """The built-in model replaced by a TinyUNet with a TinyVAE (SamplingModel fields as given)."""
     unet, vae = TinyUNet(), TinyVAE()
 
-    def sampling_model(name, device):
-        calls.append((name, device))
+    def sampling_model(name, device, weights_dir=None):
+        calls.append((name, str(device), weights_dir))
         encode = lambda prompts: unet.ctx.weight.new_ones(len(prompts), 3, 8) * len(prompts[0])  # noqa: E731
         return SamplingModel(unet, NoiseSchedule.from_betas(), (4, 8, 8),
                              lambda p, g: (torch.cat([encode([""] * len(p)), encode(p)]) if g else encode(p),),
@@ -38,7 +38,7 @@ def test_sample_writes_a_png(tmp_path, monkeypatch):
     args = ["sample", "a red circle", "--n", "3", "--steps", "4", "--sampler", "euler_a",
             "--seed", "5", "--cfg", "6", "--device", "cpu", "--out", str(out), "--quiet"]
     assert cli.main(args) == 0
-    assert calls == [(None, "cpu")] and unet.calls == [6] * 4  # CFG batch of 2 x 3, one forward per step
+    assert calls == [("unet", "cpu", None)] and unet.calls == [6] * 4  # CFG batch of 2 x 3, one forward per step
     with Image.open(out) as im:
         first = im.copy()
     assert first.size == (48, 16)  # a row of 3 images
@@ -86,7 +86,8 @@ def test_sample_without_a_default_model(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "fastdiff.builtin", None)
     monkeypatch.delattr(fastdiff, "builtin")
     assert cli.main(["sample", "--device", "cpu"]) == 2
-    assert "pass --model with a checkpoint directory" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no built-in models in this build" in err and len(err.splitlines()) == 1
 
 
 class TinyDiT(torch.nn.Module):
@@ -108,6 +109,8 @@ def test_sample_from_a_checkpoint_directory(tmp_path, monkeypatch):
     dit = TinyDiT()
     loaded = []
     monkeypatch.setattr(models, "from_pretrained", lambda path: loaded.append(str(path)) or dit)
+    (tmp_path / "config.json").write_text(json.dumps({"_class_name": "DiTTransformer2DModel", "in_channels": 3,
+                                                      "num_embeds_ada_norm": 10}))
     out = tmp_path / "dit.png"
     assert cli.main(["sample", "--model", str(tmp_path), "--class-label", "7", "--n", "2", "--steps", "3",
                      "--device", "cpu", "--out", str(out), "--quiet"]) == 0

@@ -12,7 +12,7 @@ from torch import nn
 from fastdiff import reference
 from fastdiff.sampling import (DDIM, DPMSolverPP2M, EulerAncestral, FlowEuler, Heun, NoiseSchedule, Pipeline,
                                get_sampler)
-from fastdiff.sampling.images import save_png, to_pil
+from fastdiff.sampling.images import save_image, to_pil
 
 SAMPLER_NAMES = ["ddpm", "ddim", "euler", "euler_a", "heun", "dpmpp_2m", "dpmpp_2m_karras", "lcm"]
 
@@ -105,7 +105,7 @@ def test_decode_and_png(tmp_path):
     pils = to_pil(images)
     want = ((images[1].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
     assert pils[1].size == (16, 16) and torch.equal(torch.from_numpy(np.asarray(pils[1])), want)
-    path = save_png(images, tmp_path / "out" / "grid.png")
+    path = save_image(images, tmp_path / "out" / "grid.png")
     with Image.open(path) as im:
         assert im.format == "PNG" and im.size == (32, 32)  # 3 images in a 2 x 2 grid
 

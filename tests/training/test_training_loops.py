@@ -9,7 +9,7 @@ from PIL import Image
 from fastdiff import builtin, cli
 from fastdiff.builtin import checkpoint, data, tokenizer
 from fastdiff.sampling import model as sampling_model
-from fastdiff.sampling.images import save_png
+from fastdiff.sampling.images import save_image
 from fastdiff.training import classifier, evaluate, train
 
 
@@ -85,7 +85,7 @@ def test_builtin_models_write_a_png(trained, tmp_path):
         model = builtin.sampling_model(name, weights_dir=trained)
         images = model.generate(["a red circle", "a blue square"], sampler="dpmpp_2m", steps=4, guidance_scale=7.5)
         assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
-        path = save_png(images, tmp_path / f"{name}.png")
+        path = save_image(images, tmp_path / f"{name}.png")
         with Image.open(path) as im:
             assert im.size == (64, 32)
     purple, diamond = data.COLOUR_NAMES.index("purple"), data.SHAPES.index("diamond")
