@@ -19,15 +19,23 @@ WRITES = {"classifier": ("classifier.safetensors", "classifier_loss.csv"), "vae"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("parts", nargs="*", choices=PARTS, default=list(PARTS),
-                   help="what to train, in order (default: all; the U-Net and DiT use the VAE in --out, else the "
-                        "shipped one, which is then copied there)")
+    # argparse checks an empty nargs="*" list against choices, so the parts are checked in _parts
+    p.add_argument("parts", nargs="*", metavar="PART",
+                   help=f"what to train, in order: {', '.join(PARTS)} (default: all; the U-Net and DiT use the VAE in "
+                        "--out, else the shipped one, which is then copied there)")
     p.add_argument("--steps", type=int, default=None, help="training steps of each part (default: its own)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: each part's own)")
     p.add_argument("--out", default=DEFAULT_OUT, help="weights folder (default: ./%(default)s)")
     p.add_argument("--force", action="store_true", help="overwrite weights already in --out")
     p.add_argument("--threads", type=int, default=checks.default_threads(), help="CPU threads (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _parts(args) -> list[str]:
+    for part in args.parts:
+        if part not in PARTS:
+            raise UsageError(f"part {part!r}: expected {', '.join(PARTS)}")
+    return list(dict.fromkeys(args.parts or PARTS))
 
 
 def _check(args) -> Path:
@@ -46,7 +54,7 @@ def _check(args) -> Path:
                          "write; train into another folder")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {args.out}: is a file; expected a folder")
-    existing = [f for part in dict.fromkeys(args.parts) for f in WRITES[part] if (out / f).exists()]
+    existing = [f for part in _parts(args) for f in WRITES[part] if (out / f).exists()]
     if existing and not args.force:
         raise UsageError(f"--out {args.out}: already holds {', '.join(existing)}; pass --force to overwrite them or "
                          "choose another --out")
@@ -76,7 +84,7 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     opts = {k: v for k, v in (("steps", args.steps), ("batch", args.batch)) if v is not None}
     opts.update(seed=args.seed, out_dir=out)
-    for part in dict.fromkeys(args.parts):
+    for part in _parts(args):
         if part == "classifier":
             path, _ = train.train_classifier(**opts)
         elif part == "vae":
