@@ -151,7 +151,23 @@ def _load(module: str):
     try:
         return importlib.import_module(module), None
     except ImportError as e:
-        return None, f"{module} cannot be imported ({e})"
+        return None, f"{module} cannot be imported ({e}){_source_tree_hint()}"
+
+
+def _source_tree_hint() -> str:
+    """Run from a checkout's root, Python imports fastdiff from the sources there, which hold no
+    built parts (fastdiff._triton is kernels/ once installed, fastdiff._C is compiled), and not
+    the installed copy: say so, since that looks like a failed install."""
+    import importlib.machinery
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    elsewhere = [p for p in sys.path if p and os.path.abspath(p) != root]
+    installed = importlib.machinery.PathFinder.find_spec("fastdiff", elsewhere)
+    if os.path.abspath(os.getcwd()) != root or installed is None or installed.origin == os.path.abspath(__file__):
+        return ""
+    return f"; Python imported fastdiff from the source tree in the working folder, not the one installed in " \
+           f"{os.path.dirname(os.path.dirname(installed.origin))}: run from another folder"
 
 
 BACKENDS: dict[str, Backend] = {
