@@ -6,6 +6,8 @@ import torch
 from fastdiff import builtin
 from fastdiff.training import classifier, evaluate
 
+pytestmark = pytest.mark.slow  # 108 samples of 20 steps per model
+
 # measured over 108 samples at CFG 7.5 (README): U-Net 90.7%, DiT 50.9%; unguided 32.4% and 19.4%.
 # 54 samples leave about 7 points of chance either way.
 FLOOR = {"unet": 0.75, "dit": 0.3}

@@ -12,6 +12,8 @@ from fastdiff.sampling import model as sampling_model
 from fastdiff.sampling.images import save_image
 from fastdiff.training import classifier, evaluate, train
 
+pytestmark = pytest.mark.slow  # every test here trains models: most of the suite's CPU time
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
