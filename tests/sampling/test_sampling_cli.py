@@ -1,6 +1,7 @@
 """`fastdiff sample` end to end with a stand-in default model."""
 import argparse
 import json
+import os
 import sys
 import types
 
@@ -164,3 +165,29 @@ def test_sample_a_learned_sigma_dit_checkpoint(tmp_path, layout):
                               seed=0, progress=False)
         want = torch.from_numpy(np.array(grid(to_pil(pipe.decode(latents).clamp(-1, 1)), 2))).int()
     assert (got - want).abs().max() <= 1 and got.float().std() > 1  # within rounding, and not blank
+
+
+@pytest.mark.parametrize("args, size, fmt", [
+    (["--n", "64", "--out", "grid.png"], (8 * 16, 8 * 16), "PNG"),  # 64 images wrap at 8 a row
+    (["--n", "4", "--cols", "3", "--out", "grid.jpg"], (3 * 16, 2 * 16), "JPEG"),
+    (["--n", "2", "--scale", "2", "--out", "grid.WEBP"], (2 * 32, 32), "WEBP"),
+])
+def test_grid_columns_and_formats(tmp_path, monkeypatch, args, size, fmt):
+    _stand_in(monkeypatch, [])
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["sample", "a red circle", "--steps", "1", "--device", "cpu", "--quiet", *args]) == 0
+    written = list(tmp_path.iterdir())
+    assert len(written) == 1  # no temporary file left beside it
+    with Image.open(written[0]) as im:
+        assert (im.format, im.size) == (fmt, size)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert written[0].stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_save_image_refuses_unknown_formats(tmp_path):
+    from fastdiff.sampling.images import save_image
+
+    with pytest.raises(ValueError, match=r"grid.gif: expected a file name ending in .png, .jpg, .jpeg, .webp"):
+        save_image(torch.zeros(1, 3, 8, 8), tmp_path / "grid.gif")
+    assert list(tmp_path.iterdir()) == []
