@@ -8,7 +8,7 @@ from .group_norm import group_norm
 from .guidance import cfg_combine, sampler_step
 
 SUPPORT = {
-    "attention": OpSupport(GPU_FLOATS, head_dims=(16, 256)),
+    "attention": OpSupport(GPU_FLOATS, head_dims=(1, 256)),
     "group_norm": OpSupport(GPU_FLOATS),
     "cfg_combine": OpSupport(GPU_FLOATS),
     "sampler_step": OpSupport(GPU_FLOATS),

@@ -43,3 +43,11 @@ def sm_count_of(t) -> int:
 def shared_memory_of(t) -> int:
     """The opt-in shared memory of a tensor's device, the stand-in off a GPU."""
     return shared_memory(t.device.index) if t.is_cuda else INTERPRETED_SHARED_MEMORY
+
+
+def compiled_shared_memory(t, kernel, args, kwargs):
+    """The shared memory (bytes) the kernel takes compiled for these arguments on t's GPU; None off
+    a GPU, where nothing compiles. Triton caches the compile, so the launch that follows reuses it."""
+    if not t.is_cuda:
+        return None
+    return kernel.warmup(*args, grid=(1,), **kwargs).metadata.shared

@@ -91,17 +91,19 @@ class Pointer:
         return (1 << 24) + self.offset
 
 
+def _pointers(args):
+    return [Pointer(a.dtype, a.storage_offset() * a.element_size()) if isinstance(a, torch.Tensor) else a
+            for a in args]
+
+
 class _Recorder:
     def __init__(self, label, fn, launches):
         self.label, self.fn, self.launches = label, fn, launches
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
-            args = [Pointer(a.dtype, a.storage_offset() * a.element_size()) if isinstance(a, torch.Tensor) else a
-                    for a in args]
-            kwargs = {k: Pointer(v.dtype, v.storage_offset() * v.element_size()) if isinstance(v, torch.Tensor) else v
-                      for k, v in kwargs.items()}
-            self.launches.append((self.label, self.fn, tuple(grid), args, kwargs))
+            kwargs = dict(zip(kwargs, _pointers(kwargs.values())))
+            self.launches.append((self.label, self.fn, tuple(grid), _pointers(args), kwargs))
         return launch
 
 
@@ -139,25 +141,26 @@ def _call_launcher(w: Workload):
         fn(u, torch.empty_like(u), 7.5)
 
 
-def launches(w: Workload, arch: Arch) -> list:
-    """[(kernel label, JITFunction, grid, args, kwargs)]: what the launcher launches for w on arch."""
+def launches(w: Workload, arch: Arch, compiler: "Compiler") -> list:
+    """[(kernel label, JITFunction, grid, args, kwargs)]: what the launcher launches for w on arch.
+    A launcher sizing its tiles by the compiled kernel's shared memory gets the target's compile."""
     module_name, _, kernels = LAUNCHERS[w.op]
     module = kernel_module(module_name)
     recorded: list = []
+
+    def compiled_shared_memory(_t, kernel, args, kwargs):
+        result = compiler(kernel.fn, _pointers(args), dict(zip(kwargs, _pointers(kwargs.values()))), arch)
+        return result.get("smem")  # None on a compile error, which the launch's row then reports
+
+    # the device facts a launch asks its GPU for: those of the target
+    facts = {"shared_memory_of": lambda t: arch.smem_optin, "sm_count_of": lambda t: arch.sm_count,
+             "compiled_shared_memory": compiled_shared_memory}
     with _LOCK:
-        saved = {name: getattr(module, name) for name in kernels}
-        # the device facts a launch asks its GPU for: those of the target
-        facts = {"shared_memory_of": lambda t: arch.smem_optin, "sm_count_of": lambda t: arch.sm_count}
-        for name in facts:
-            if hasattr(module, name):
-                saved[name] = getattr(module, name)
-                setattr(module, name, facts[name])
-        if w.op == "attention" and "shared_memory_of" not in saved:  # a launcher asking the driver itself
-            saved["_config"] = module._config
-            config = saved["_config"]
-            module._config = lambda head_dim, seq_k, itemsize, _smem: config(head_dim, seq_k, itemsize,
-                                                                             arch.smem_optin)
+        saved = {name: getattr(module, name) for name in (*kernels, *facts) if hasattr(module, name)}
         try:
+            for name in facts:
+                if name in saved:
+                    setattr(module, name, facts[name])
             for name, label in kernels.items():
                 setattr(module, name, _Recorder(label, saved[name], recorded))
             _call_launcher(w)
@@ -304,6 +307,8 @@ def _compile_task(task) -> dict:
     """In a worker process: (kernel module, kernel name, signature, constexprs, attrs, options, arch name)."""
     module, name, signature, constexprs, attrs, options, arch = task
     fn = getattr(kernel_module(module), name)
+    if isinstance(fn, _Recorder):  # compiling in this process while a launcher runs (its shared memory)
+        fn = fn.fn
     return _compile(fn, signature, constexprs, attrs, options, ARCHS[arch])
 
 
@@ -350,7 +355,7 @@ class Compiler:
             self.memo[key] = json.loads(path.read_text())
         else:
             module = sys.modules[fn.fn.__module__]
-            name = next(n for n, v in vars(module).items() if v is fn)
+            name = fn.fn.__name__  # the module global the kernel is defined as
             self.pending[key] = (module.__audit_source__, name, signature, constexprs, attrs, dict(options.__dict__),
                                  arch.name)
         return key
@@ -388,7 +393,8 @@ class Compiler:
 
 def _config_text(label: str, kw: dict) -> str:
     if label == "attention":
-        return f"M{kw['BLOCK_M']} N{kw['BLOCK_N']} D{kw['BLOCK_D']} w{kw['num_warps']} s{kw['num_stages']}"
+        d = f"{kw['D0']}+{kw['D1']}" if kw["D1"] else f"{kw['D0']}"
+        return f"M{kw['BLOCK_M']} N{kw['BLOCK_N']} D{d} a{kw['ALIGN']} w{kw['num_warps']} s{kw['num_stages']}"
     if label.startswith("group_norm"):
         return (f"gpb{kw['GPB']} C{kw['BLOCK_C']} HW{kw['BLOCK_HW']}{' wide' if kw['WIDE'] else ''}"
                 f" w{kw.get('num_warps', 4)}")
@@ -397,9 +403,9 @@ def _config_text(label: str, kw: dict) -> str:
 
 def pad_waste(w: Workload, kw: dict) -> float:
     """Attention: the share of the tiles' multiply-adds spent on padding (queries to BLOCK_M,
-    keys to BLOCK_N, the head dim to BLOCK_D)."""
+    keys to BLOCK_N, the head dim to its chunks D0 + D1)."""
     p = w.p
-    bm, bn, bd = kw["BLOCK_M"], kw["BLOCK_N"], kw["BLOCK_D"]
+    bm, bn, bd = kw["BLOCK_M"], kw["BLOCK_N"], kw["D0"] + kw["D1"]
     tiles = math.ceil(p["Sq"] / bm) * bm * math.ceil(p["Sk"] / bn) * bn * bd
     return 1.0 - p["Sq"] * p["Sk"] * p["D"] / tiles
 
@@ -429,7 +435,7 @@ def audit(workloads, archs, compiler: Compiler | None = None, overrides: dict | 
             if reasons:
                 planned.append(({**base, "kernel": w.op, "status": "unsupported: " + "; ".join(reasons)}, None))
                 continue
-            for label, fn, grid, args, kwargs in launches(w, arch):
+            for label, fn, grid, args, kwargs in launches(w, arch, compiler):
                 kwargs = {**kwargs, **(overrides or {})}
                 row = {**base, "kernel": label, "config": _config_text(label, kwargs), "grid": list(grid)}
                 if label == "attention":
@@ -468,9 +474,12 @@ def audit_anywhere(workloads, archs, cache_dir=None, jobs=None, overrides=None) 
     from .workloads import _encode
 
     spec = {"workloads": [_encode(w) for w in workloads], "archs": [a.name for a in archs],
-            "cache_dir": str(cache_dir) if cache_dir else None, "jobs": jobs, "overrides": overrides}
+            "cache_dir": str(Path(cache_dir).resolve()) if cache_dir else None, "jobs": jobs, "overrides": overrides}
     env = {**os.environ, "TRITON_INTERPRET": "0"}
-    proc = subprocess.run([sys.executable, "-m", "fastdiff.audit._worker"], input=json.dumps(spec),
+    # run from beside this fastdiff, so that `-m` imports it again: from a source checkout's root it
+    # would import the checkout's fastdiff/, which has no _triton (the installed package has)
+    home = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "fastdiff.audit._worker"], input=json.dumps(spec), cwd=home,
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"fastdiff.audit: the Triton audit process failed: {proc.stderr[-2000:]}")

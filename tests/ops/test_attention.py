@@ -65,20 +65,62 @@ def _check(backend, b, sq, sk, h, d, dtype, scale=None):
     (1, 64, 154, 2, 64),
     (1, 50, 77, 1, 96),
     (1, 40, 40, 1, 32),
+    (1, 19, 19, 2, 8),       # the shipped U-Net's head dim
+    (2, 9, 20, 1, 16),
+    (1, 6, 5, 1, 3),
 ], ids=str)
 def test_attention(backend, dtype, b, sq, sk, h, d):
     _check(backend, b, sq, sk, h, d, dtype)
 
 
-@pytest.mark.parametrize("d", [32, 40, 64, 72, 80, 96, 128, 160, 256])
+@pytest.mark.parametrize("d", [1, 8, 16, 32, 40, 64, 72, 80, 96, 128, 160, 256])
+def test_triton_attention_head_dim_chunks(d):
+    """The head dim as a power-of-two chunk plus at most one masked one, each >= 16 (a tensor-core
+    dot's K): no more than a quarter of the work is padding from 40 up (40 -> 32 + 16, 72 -> 64 + 16)."""
+    at = pytest.importorskip("fastdiff._triton.attention")
+    d0, d1 = at.chunks(d)
+    for c in (d0, d1):
+        assert c == 0 or (c >= 16 and c & (c - 1) == 0)
+    assert d0 + d1 >= d and d0 <= max(d, 16) and (d1 == 0 or d1 < d0)
+    if d >= 40:
+        assert d / (d0 + d1) >= 0.8
+
+
+@pytest.mark.parametrize("sk, width, block", [(1, 64, 16), (16, 64, 16), (77, 64, 16), (96, 64, 32), (100, 64, 16),
+                                              (120, 64, 64), (128, 64, 64), (4096, 64, 64), (64, 160, 32),
+                                              (4096, 160, 32)])
+def test_triton_attention_key_block_pads_least(sk, width, block):
+    assert pytest.importorskip("fastdiff._triton.attention").key_block(sk, width) == block
+
+
+@pytest.mark.parametrize("d", [8, 40, 64, 72, 80, 128, 160, 256])
 @pytest.mark.parametrize("sk", [77, 257, 16384])
-def test_triton_attention_config_fits_shared_memory(d, sk):
-    config = pytest.importorskip("fastdiff._triton.attention")._config
+def test_triton_attention_configs_fit_shared_memory(d, sk):
+    at = pytest.importorskip("fastdiff._triton.attention")
+    width = sum(at.chunks(d))
     for budget in (232448, 166912, 101376):  # opt-in maxima of sm_90, sm_80, sm_86/89
-        block_m, block_n, block_d, _, stages = config(d, sk, 2, budget)
-        assert block_d >= d and 2 * block_d * (block_m + 2 * stages * block_n) <= budget
-    if sk <= 128:  # on sm_90 a short key sequence stays one block: one pass, exact softmax
-        assert config(d, sk, 2, 232448)[1] >= sk
+        fits = [c for c in at.configs(d, 4096, sk, 2) if 2 * width * (c[0] + 2 * c[3] * c[1]) <= budget]
+        assert fits and fits[-1] == (16, 16, fits[-1][2], 1)
+
+
+def test_triton_attention_plan_asks_the_compiled_kernel(monkeypatch):
+    """On a GPU the plan keeps the first config whose compiled kernel fits the device's shared memory,
+    whatever the estimate said: here the first two are reported over the limit."""
+    at = pytest.importorskip("fastdiff._triton.attention")
+    asked = []
+
+    def compiled(t, kernel, args, kwargs):
+        asked.append((kwargs["BLOCK_M"], kwargs["BLOCK_N"], kwargs["num_warps"], kwargs["num_stages"]))
+        return 10**6 if len(asked) <= 2 else 1000
+
+    monkeypatch.setattr(at, "compiled_shared_memory", compiled)
+    monkeypatch.setattr(at, "shared_memory_of", lambda t: 123457)  # a limit no other test plans for
+    monkeypatch.setattr(at, "_PLANS", {})
+    q, k, v = (randn((1, s, 1, 40), torch.float16) for s in (5, 300, 300))
+    at.attention(q, k, v)
+    assert len(asked) == 3 and asked == list(at.configs(40, 5, 300, 2))[:3]
+    at.attention(q, k, v)  # planned once
+    assert len(asked) == 3
 
 
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
@@ -118,13 +160,13 @@ def test_triton_attention_linear_grid(monkeypatch):
     grids = []
     grid = at.grid
     monkeypatch.setattr(at, "grid", lambda *a: grids.append(grid(*a)) or grids[-1])
-    b, sq, sk, h, d = 3, 129, 33, 3, 40  # 2 query tiles x 9 (batch, head): 18 programs on a (5, 4) grid
+    b, sq, sk, h, d = 3, 129, 33, 3, 40  # 3 fp32 query tiles of 64 x 9 (batch, head): 27 programs on (5, 6)
     q = randn((b, sq, h, d), torch.float32, DEVICE, mean=0.3)
     _, k, v = fused_qkv(b, sk, h, d, torch.float32, DEVICE)
     skip_unless_backend("triton", "attention", backends.Inputs(q.device, q.dtype, head_dim=d, seq_k=sk))
     with ops.use_backend("triton"):
         got = ops.attention(q, k, v, scale=0.2)
-    assert grids == [((5, 4), True)]
+    assert grids[-1] == ((5, 6), True)
     assert_numerics(got, reference.attention(q, k, v, scale=0.2), reference.attention(*to64(q, k, v), scale=0.2),
                     name="attention[triton]")
 

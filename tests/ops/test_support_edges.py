@@ -213,7 +213,7 @@ def test_launchers_plan_with_the_stand_ins_off_a_gpu(monkeypatch):
         return wrapped
 
     monkeypatch.setattr(gn, "plan", spy("sm_count", gn.plan))
-    monkeypatch.setattr(at, "_config", spy("shared_memory", at._config))
+    monkeypatch.setattr(at, "shared_memory_of", lambda t: seen.setdefault("shared_memory", _device.shared_memory_of(t)))
     monkeypatch.setattr(_device, "_properties", None)  # a GPU query would fail
     gn.group_norm(randn((1, 4, 3, 3)), 2)
     at.attention(*_qkv_cpu(1, 2, 3, 1, 16))
