@@ -20,11 +20,13 @@ TRAINED_FILES = {"unet": ("unet", "text_encoder", "vae"), "dit": ("dit", "vae")}
 class ModelSource:
     """what: how messages name it. builtin: 'unet' or 'dit' for the built-in models' kind (their
     prompts are checked, see fastdiff.builtin.prompts). prompts: whether it takes prompts;
-    num_classes: how many class labels it takes (None: none). load(device) -> SamplingModel."""
+    num_classes: how many class labels it takes (None: none). sampler: its default sampler's name.
+    load(device) -> SamplingModel."""
     what: str
     builtin: Optional[str]
     prompts: bool
     num_classes: Optional[int]
+    sampler: str
     load: Callable
 
 
@@ -54,7 +56,7 @@ def _builtin(name: str, weights_dir: Optional[Path], what: str) -> ModelSource:
         raise UsageError(f"--model {name}: no built-in models in this build ({e}); pass --model with a "
                          "checkpoint folder or file") from None
     classes = builtin.data.num_classes() if name == "dit" else None
-    return ModelSource(what, name, True, classes,
+    return ModelSource(what, name, True, classes, builtin.SAMPLING.sampler,
                        lambda device: builtin.sampling_model(name, device=device, weights_dir=weights_dir))
 
 
@@ -123,6 +125,8 @@ def _not_sampled(kind, class_name: Optional[str], what: str) -> str:
 
 
 def _dit_source(what: str, weights: Path, vae: Optional[Path], num_classes: Optional[int]) -> ModelSource:
+    from ..sampling import defaults
+
     def load(device):
         from .. import models
         from ..sampling import SamplingModel
@@ -130,4 +134,4 @@ def _dit_source(what: str, weights: Path, vae: Optional[Path], num_classes: Opti
         dit = models.from_pretrained(weights).to(device).eval()
         decoder = models.from_pretrained(vae).to(device).eval() if vae is not None else None
         return SamplingModel.from_dit(dit, decoder)
-    return ModelSource(what, None, False, num_classes, load)
+    return ModelSource(what, None, False, num_classes, defaults.DIT.sampler, load)

@@ -23,10 +23,13 @@ def _noise_samplers() -> list[str]:
 
 def _classes_help() -> str:
     try:
-        from ..builtin import prompts
+        from ..builtin import data
     except ImportError:
         return ""
-    return "; the built-in dit's: " + ", ".join(f"{i} {name}" for i, name in enumerate(prompts.class_names()))
+    colours = ", ".join(f"{i} {name}" for i, name in enumerate(data.COLOUR_NAMES))
+    shapes = ", ".join(f"{i} {name}" for i, name in enumerate(data.SHAPES))
+    return (f"; the built-in dit's are {len(data.SHAPES)} x colour + shape, colours {colours}; shapes {shapes} "
+            f"(34: a blue ring)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,6 +76,19 @@ def _check_sampler(name):
         raise UsageError(f"--sampler {name}: a flow-matching sampler, and fastdiff sample's models are "
                          f"noise-prediction (DDPM-schedule) models; use one of {', '.join(usable)}")
     raise UsageError(f"--sampler {name}: unknown; use one of {', '.join(usable)}")
+
+
+def _check_steps(sampler: str, steps) -> None:
+    """Samplers take fewer steps than the 1000 of the training schedules (DPM-Solver++ 999, LCM 50):
+    plan the run on such a schedule to know."""
+    from ..sampling import NoiseSchedule, get_sampler
+
+    if steps is None:
+        return
+    try:
+        get_sampler(sampler).plan(NoiseSchedule.from_betas("linear", MAX_STEPS, 1e-4, 0.02), steps)
+    except ValueError as e:
+        raise UsageError(f"--steps {steps}: too many for the {sampler} sampler ({e})") from None
 
 
 def _items(args, source: model_source.ModelSource) -> list:
@@ -130,6 +146,7 @@ def run(args) -> int:
     device = checks.device("--device", args.device)
     backend = checks.backend("--backend", args.backend, device)
     source = model_source.resolve(args.model)
+    _check_steps(sampler or source.sampler, args.steps)
     items = _items(args, source)
     _warn_prompts(source, items)
 

@@ -23,6 +23,8 @@ CASES = [
     ("zero steps", ["--steps", "0"], "--steps 0: expected an integer from 1 to 1000"),
     ("too many steps", ["--steps", "5000"], "--steps 5000"),
     ("steps not a number", ["--steps", "x"], "argument --steps: invalid int value"),
+    ("too many steps for the default sampler", ["--steps", "1000"], "--steps 1000: too many for the dpmpp_2m sampler"),
+    ("too many lcm steps", ["--steps", "60", "--sampler", "lcm"], "--steps 60: too many for the lcm sampler"),
     ("nan guidance", ["--cfg", "nan"], "--cfg nan: expected a finite number"),
     ("negative guidance", ["--cfg", "-3"], "--cfg -3.0"),
     ("zero images", ["--n", "0"], "--n 0"),
