@@ -59,6 +59,7 @@ def kernel_objects(tmp_path_factory):
     return objs
 
 
+@pytest.mark.slow  # compiles the CUDA kernels: minutes on 2 cores
 @needs_nvcc
 def test_every_kernel_compiles(kernel_objects):
     assert kernel_objects and all(o.exists() for o in kernel_objects)
@@ -74,6 +75,7 @@ def example(kernel_objects, tmp_path_factory):
     return exe
 
 
+@pytest.mark.slow  # compiles the CUDA kernels: minutes on 2 cores
 @needs_nvcc
 def test_example_program_builds_against_the_headers(example):
     assert example.exists()
@@ -86,6 +88,7 @@ def test_example_program_runs(example):
     assert out.returncode == 0 and "PASS" in out.stdout, out.stdout + out.stderr
 
 
+@pytest.mark.slow  # compiles the CUDA kernels: minutes on 2 cores
 @needs_nvcc
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="needs cmake")
 def test_cmake_builds_the_static_library_and_example(tmp_path):

@@ -104,7 +104,7 @@ def test_decode_and_png(tmp_path):
     assert torch.allclose(images, vae.decode(latents / 0.18215))
     pils = to_pil(images)
     want = ((images[1].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
-    assert pils[1].size == (16, 16) and torch.equal(torch.from_numpy(np.asarray(pils[1])), want)
+    assert pils[1].size == (16, 16) and torch.equal(torch.from_numpy(np.array(pils[1])), want)
     path = save_image(images, tmp_path / "out" / "grid.png")
     with Image.open(path) as im:
         assert im.format == "PNG" and im.size == (32, 32)  # 3 images in a 2 x 2 grid
