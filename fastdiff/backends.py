@@ -161,10 +161,11 @@ def _source_tree_hint() -> str:
     import importlib.machinery
     import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    package = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(package)
     elsewhere = [p for p in sys.path if p and os.path.abspath(p) != root]
     installed = importlib.machinery.PathFinder.find_spec("fastdiff", elsewhere)
-    if os.path.abspath(os.getcwd()) != root or installed is None or installed.origin == os.path.abspath(__file__):
+    if os.path.abspath(os.getcwd()) != root or installed is None or os.path.dirname(installed.origin) == package:
         return ""
     return f"; Python imported fastdiff from the source tree in the working folder, not the one installed in " \
            f"{os.path.dirname(os.path.dirname(installed.origin))}: run from another folder"
