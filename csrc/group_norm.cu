@@ -28,6 +28,9 @@ namespace {
 constexpr int kOnChipBlocksPerSM = 2;
 constexpr int64_t kChunk = 16384;  // elements per block in the split reduction
 constexpr int kSplitThreads = 256;
+// Resident split blocks per SM asked of ptxas (at most 64 registers a thread): left to choose, it
+// squeezed the fp16 NCHW apply kernel into 32 registers with a spill on sm_90a.
+constexpr int kSplitBlocksPerSM = 4;
 constexpr int kOnChipMaxThreads = 1024;  // the on-chip kernel's largest block (the biggest groups)
 
 struct Welford {
@@ -163,7 +166,7 @@ template <typename T, typename W, int V, bool CL> __global__ void __launch_bound
 
 // Split reduction, pass 1: the statistics of x - pivot over chunk blockIdx.x % chunks of group
 // blockIdx.x / chunks.
-template <typename T, int V, bool CL> __global__ void __launch_bounds__(kSplitThreads)
+template <typename T, int V, bool CL> __global__ void __launch_bounds__(kSplitThreads, kSplitBlocksPerSM)
     group_norm_stats(const T* __restrict__ x, Welford* __restrict__ partial, int64_t c, int64_t spatial, int64_t groups,
                      int chunks) {
   const Group grp = Group::of<CL>(blockIdx.x / chunks, c, spatial, groups, V);
@@ -181,7 +184,7 @@ template <typename T, int V, bool CL> __global__ void __launch_bounds__(kSplitTh
 }
 
 // Split reduction, pass 2: merge the group's partials, normalize this block's chunk.
-template <typename T, typename W, int V, bool CL> __global__ void __launch_bounds__(kSplitThreads)
+template <typename T, typename W, int V, bool CL> __global__ void __launch_bounds__(kSplitThreads, kSplitBlocksPerSM)
     group_norm_apply(const T* __restrict__ x, T* __restrict__ y, const Welford* __restrict__ partial,
                      const W* __restrict__ weight, const W* __restrict__ bias, int64_t c, int64_t spatial,
                      int64_t groups, int chunks, float eps, bool silu) {

@@ -32,10 +32,7 @@ def _has_nvcc() -> bool:
 # Thresholds broken today: (check, arch, kernel, workload without its dtype: both fp16 and bf16;
 # for CUDA rows the kernel instantiation, kernel ''): the measured number. Regenerate the
 # entries from `fastdiff audit --json` when a kernel changes; never add one to hide a regression.
-KNOWN = {
-    ('spill', 'sm_90a', '', 'group_norm_apply<__half, __half, 8, false>'): '32 regs, 4/12 B spilled',
-    ('spill', 'sm_90a', '', 'group_norm_apply<__half, float, 8, false>'): '32 regs, 4/12 B spilled',
-}
+KNOWN: dict = {}
 
 
 def _known_ids():
