@@ -1,0 +1,134 @@
+"""The accelerated calls of the diffusers pipelines fastdiff serves: each takes the call's
+arguments as diffusers' __call__ binds them, does what diffusers does around the denoising loop
+with diffusers' own helpers (input checks, prompt encoding, latent draws, safety checker,
+postprocessing), and runs the loop on fastdiff's model and fused sampler_step. prepare() raises
+NotAccelerated, naming what it cannot serve, before anything has run."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .schedulers import NotAccelerated, sampler_for
+
+# StableDiffusionPipeline.__call__ arguments the fused loop does not serve while not None.
+_SD_UNSERVED = ("timesteps", "sigmas", "ip_adapter_image", "ip_adapter_image_embeds", "cross_attention_kwargs",
+                "callback_on_step_end")
+
+
+def _plan(scheduler, steps: int, eta: float = 0.0):
+    sampler, schedule, prediction = sampler_for(scheduler, eta)
+    try:
+        return sampler.plan(schedule, steps, prediction), type(scheduler).__name__
+    except ValueError as e:
+        raise NotAccelerated(str(e)) from None
+
+
+def _check_generator(generator, plan, device: torch.device) -> None:
+    if isinstance(generator, list):
+        raise NotAccelerated("a list of generators")
+    if any(plan.noisy) and generator is not None and generator.device.type != device.type:
+        raise NotAccelerated(f"a {generator.device.type} generator for a stochastic sampler on {device.type}")
+
+
+def prepare_sd(pipe, acc, a: dict) -> Callable:
+    """StableDiffusionPipeline (epsilon, v-prediction or sample U-Nets)."""
+    unserved = [k for k in _SD_UNSERVED if a[k] is not None] + [k for k in a["kwargs"]]
+    if a["guidance_rescale"] > 0:
+        unserved.append("guidance_rescale")
+    if unserved:
+        raise NotAccelerated(", ".join(unserved))
+    plan, _ = _plan(pipe.scheduler, a["num_inference_steps"], a["eta"])
+    unet = acc.model("unet", pipe.scheduler.config.get("prediction_type", "epsilon"))
+    device = pipe._execution_device
+    _check_generator(a["generator"], plan, device)
+    height = a["height"] or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    width = a["width"] or pipe.unet.config.sample_size * pipe.vae_scale_factor
+    prompt, scale, n = a["prompt"], a["guidance_scale"], a["num_images_per_prompt"]
+    pipe.check_inputs(prompt, height, width, None, a["negative_prompt"], a["prompt_embeds"],
+                      a["negative_prompt_embeds"], callback_on_step_end_tensor_inputs=["latents"])
+
+    def run():
+        pipe._guidance_scale, pipe._guidance_rescale, pipe._clip_skip = scale, 0.0, a["clip_skip"]
+        pipe._cross_attention_kwargs, pipe._interrupt = None, False
+        cfg = pipe.do_classifier_free_guidance
+        batch = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else a["prompt_embeds"].shape[0]
+        embeds, negative = pipe.encode_prompt(prompt, device, n, cfg, a["negative_prompt"],
+                                              prompt_embeds=a["prompt_embeds"],
+                                              negative_prompt_embeds=a["negative_prompt_embeds"], lora_scale=None,
+                                              clip_skip=a["clip_skip"])
+        cond = torch.cat([negative, embeds]) if cfg else embeds
+        shape = (batch * n, pipe.unet.config.in_channels, height // pipe.vae_scale_factor,
+                 width // pipe.vae_scale_factor)
+        noise = _draw(shape, a["generator"], device, cond.dtype, a["latents"])
+        latents = acc.loop(unet, noise, plan, cond, scale if cfg else None, a["generator"], pipe)
+        if a["output_type"] == "latent":
+            image, nsfw = latents, None
+        else:
+            image = acc.decode(pipe, latents / pipe.vae.config.scaling_factor, a["generator"])
+            image, nsfw = pipe.run_safety_checker(image, device, cond.dtype)
+        denormalize = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
+        image = pipe.image_processor.postprocess(image, output_type=a["output_type"], do_denormalize=denormalize)
+        pipe.maybe_free_model_hooks()
+        if not a["return_dict"]:
+            return image, nsfw
+        from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
+        return StableDiffusionPipelineOutput(images=image, nsfw_content_detected=nsfw)
+    return run
+
+
+def prepare_dit(pipe, acc, a: dict) -> Callable:
+    """DiTPipeline: diffusers puts the conditional half first and uses label 1000 as the null class."""
+    plan, _ = _plan(pipe.scheduler, a["num_inference_steps"])
+    dit = acc.model("transformer")
+    scale, generator = a["guidance_scale"], a["generator"]
+    cfg = scale > 1
+    device = pipe._execution_device
+    _check_generator(generator, plan, device)
+    if bool((plan.scale_in != 1).any()):
+        raise NotAccelerated(f"{type(pipe.scheduler).__name__} scales the model input, and diffusers' DiT loop then "
+                             "steps the scaled input; fastdiff does not reproduce that")
+    if cfg and any(plan.noisy):
+        raise NotAccelerated("a stochastic sampler under guidance (diffusers steps both halves of the batch)")
+    if cfg and pipe.transformer.config.num_embeds_ada_norm != 1000:
+        raise NotAccelerated("guidance with a null class other than 1000")
+
+    def run():
+        labels = torch.tensor(a["class_labels"], device=device).reshape(-1)
+        c = pipe.transformer.config
+        shape = (len(labels), c.in_channels, c.sample_size, c.sample_size)
+        noise = _draw(shape, generator, device, pipe.transformer.dtype, None)
+        y = torch.cat([torch.full_like(labels, 1000), labels]) if cfg else labels
+        latents = acc.loop(dit, noise, plan, y, scale if cfg else None, generator, pipe)
+        samples = acc.decode(pipe, 1 / pipe.vae.config.scaling_factor * latents, None)
+        samples = (samples / 2 + 0.5).clamp(0, 1)
+        if a["output_type"] != "pt":
+            samples = samples.cpu().permute(0, 2, 3, 1).float().numpy()
+            if a["output_type"] == "pil":
+                samples = pipe.numpy_to_pil(samples)
+        pipe.maybe_free_model_hooks()
+        if not a["return_dict"]:
+            return (samples,)
+        from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
+        return ImagePipelineOutput(images=samples)
+    return run
+
+
+def _draw(shape, generator, device, dtype, latents):
+    from diffusers.utils.torch_utils import randn_tensor
+
+    if latents is not None:
+        return latents.to(device)
+    return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
+
+
+# What explain() says sends a call to diffusers' loop.
+FALLS_BACK = {
+    "StableDiffusionPipeline": ", ".join(_SD_UNSERVED) + ", guidance_rescale > 0, the deprecated callback, "
+                               "a list of generators, unfused LoRA layers, offloading hooks",
+    "DiTPipeline": "schedulers that scale the model input (Euler, Heun), a stochastic sampler under guidance, "
+                   "a list of generators",
+}
+PREPARE = {"StableDiffusionPipeline": prepare_sd, "DiTPipeline": prepare_dit}
+# The module each pipeline's denoiser attribute holds, and fastdiff's model kind for it.
+DENOISERS = {"StableDiffusionPipeline": "unet", "DiTPipeline": "transformer"}

@@ -1,0 +1,100 @@
+"""Same images: a tiny random diffusers pipeline's output after fastdiff.accelerate against its
+output before, for every scheduler the fused loop serves, with and without CFG, at two sizes and
+batch sizes, under the numerics rule (float32 on the torch backend, against the same diffusers
+pipeline in float64). One accelerated pipeline per module serves every case in turn: its
+scheduler, size, batch, guidance scale and step count change between calls."""
+import copy
+import warnings
+
+import pytest
+import torch
+
+import fastdiff
+from fastdiff.testing import assert_numerics
+
+diffusers = pytest.importorskip("diffusers")
+import tiny_pipelines  # noqa: E402
+
+# scheduler, its config overrides, call overrides
+SD_CASES = {
+    "ddpm": (diffusers.DDPMScheduler, {}, {}),
+    "ddim": (diffusers.DDIMScheduler, {}, {}),
+    "ddim_eta_trailing": (diffusers.DDIMScheduler, {"timestep_spacing": "trailing"}, {"eta": 0.5}),
+    "ddim_v_zero_snr": (diffusers.DDIMScheduler, {"prediction_type": "v_prediction", "rescale_betas_zero_snr": True,
+                                                  "timestep_spacing": "trailing"}, {}),
+    "euler": (diffusers.EulerDiscreteScheduler, {}, {}),
+    "euler_v_karras": (diffusers.EulerDiscreteScheduler, {"prediction_type": "v_prediction",
+                                                          "use_karras_sigmas": True}, {}),
+    "euler_a": (diffusers.EulerAncestralDiscreteScheduler, {}, {}),
+    "heun": (diffusers.HeunDiscreteScheduler, {}, {}),
+    "dpmpp_2m": (diffusers.DPMSolverMultistepScheduler, {}, {}),
+    "dpmpp_2m_karras_v": (diffusers.DPMSolverMultistepScheduler, {"use_karras_sigmas": True,
+                                                                  "prediction_type": "v_prediction"}, {}),
+    "lcm": (diffusers.LCMScheduler, {}, {}),
+}
+
+# CFG at the default size with one prompt; no CFG at another size and step count, two prompts
+# with two images each
+SD_CALLS = [dict(prompt="a red ring", negative_prompt="blue", guidance_scale=7.5, num_inference_steps=3),
+            dict(prompt=["abc", "xyz"], guidance_scale=1.0, num_inference_steps=2, height=24, width=32,
+                 num_images_per_prompt=2)]
+DIT_CALLS = [dict(class_labels=[3], guidance_scale=4.0, num_inference_steps=3),
+             dict(class_labels=[1, 999], guidance_scale=1.0, num_inference_steps=2)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: threads only add overhead."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _trio(pipe):
+    """(diffusers, the float64 oracle, accelerated) copies of one pipeline."""
+    ref = copy.deepcopy(pipe).to(torch.float64)
+    fast = fastdiff.accelerate(copy.deepcopy(pipe), backend="torch")
+    return pipe, ref, fast
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    return _trio(tiny_pipelines.sd(tmp_path_factory.mktemp("tokenizer"), diffusers.DDIMScheduler))
+
+
+@pytest.fixture(scope="module")
+def dit():
+    return _trio(tiny_pipelines.dit(diffusers.DDIMScheduler))
+
+
+def _assert_same(pipes, scheduler, config, calls):
+    for pipe in pipes:
+        pipe.scheduler = scheduler.from_config({**pipe.scheduler.config, **config})
+    plain, ref, fast = pipes
+    for i, call in enumerate(calls):
+        images = []
+        for pipe in pipes:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", RuntimeWarning)  # a fallback fails the test
+                images.append(pipe(**call, generator=torch.Generator().manual_seed(i), output_type="pt").images)
+        assert fast._fastdiff.last == "fastdiff's fused loop"
+        want, want64, got = images
+        assert got.shape == want.shape
+        assert_numerics(got, want, want64, name=f"call {i}")
+
+
+@pytest.mark.parametrize("case", list(SD_CASES))
+def test_stable_diffusion(sd, case):
+    scheduler, config, call = SD_CASES[case]
+    _assert_same(sd, scheduler, config, [{**c, **call} for c in SD_CALLS])
+
+
+@pytest.mark.parametrize("scheduler", [diffusers.DDIMScheduler, diffusers.DPMSolverMultistepScheduler])
+def test_dit(dit, scheduler):
+    _assert_same(dit, scheduler, {}, DIT_CALLS)
+
+
+def test_dit_stochastic_without_guidance(dit):
+    _assert_same(dit, diffusers.DDPMScheduler, {}, [dict(class_labels=[5, 6], guidance_scale=1.0,
+                                                         num_inference_steps=3)])
