@@ -1,0 +1,128 @@
+"""fastdiff.accelerate on tiny random pipelines: the weights are shared, not copied; calls the
+fused loop cannot serve run diffusers' loop after one warning and give diffusers' images; a
+pipeline fastdiff does not serve is left as it was; explain says what runs where."""
+import copy
+import warnings
+
+import pytest
+import torch
+
+import fastdiff
+
+diffusers = pytest.importorskip("diffusers")
+import tiny_pipelines  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sd(tmp_path_factory):
+    return tiny_pipelines.sd(tmp_path_factory.mktemp("tokenizer"), diffusers.DDIMScheduler)
+
+
+def _storages(tensors) -> dict:
+    return {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+
+
+def _images(pipe, **kw):
+    kw = {"prompt": "ab", "num_inference_steps": 2, "output_type": "pt", **kw}
+    return pipe(**kw, generator=torch.Generator().manual_seed(0)).images
+
+
+@pytest.mark.parametrize("which", ["sd", "dit"])
+def test_weights_are_shared_not_copied(sd, which):
+    pipe = copy.deepcopy(sd) if which == "sd" else tiny_pipelines.dit(diffusers.DDIMScheduler)
+    slot = "unet" if which == "sd" else "transformer"
+    modules = [getattr(pipe, slot), pipe.vae]
+    before = sum(sum(_storages(m.parameters()).values()) for m in modules)
+    fastdiff.accelerate(pipe)
+    for name in (slot, "vae"):
+        ours = pipe._fastdiff.shared[name].model
+        theirs = _storages(getattr(pipe, name).parameters())
+        mine = _storages(ours.parameters())
+        assert set(theirs) == set(mine), f"{name}: storages differ"  # every tensor is one and the same
+    after = sum(sum(_storages(m.parameters()).values()) for m in modules)
+    assert after <= before  # DiT's repeated embedders become one; nothing is added
+    fastdiff_extra = sum(pipe._fastdiff.shared[n].extra_bytes for n in (slot, "vae"))
+    assert fastdiff_extra == (0 if which == "sd" else pipe.transformer.pos_embed.pos_embed.nbytes)
+
+
+def test_weights_changed_in_place_reach_the_fused_loop(sd):
+    plain, fast = copy.deepcopy(sd), fastdiff.accelerate(copy.deepcopy(sd), backend="torch")
+    for pipe in (plain, fast):
+        with torch.no_grad():
+            pipe.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight.mul_(3)
+    torch.testing.assert_close(_images(fast, guidance_scale=1.0), _images(plain, guidance_scale=1.0),
+                               atol=1e-5, rtol=0)
+    assert fast._fastdiff.last == "fastdiff's fused loop"
+
+
+def test_moved_or_cast_pipeline_rebuilds_on_the_new_tensors(sd):
+    plain, fast = copy.deepcopy(sd), fastdiff.accelerate(copy.deepcopy(sd))
+    want = _images(plain.to(torch.float64))
+    got = _images(fast.to(torch.float64))
+    assert fast._fastdiff.last == "fastdiff's fused loop"
+    assert next(fast._fastdiff.shared["unet"].model.parameters()).dtype == torch.float64
+    torch.testing.assert_close(got, want, atol=1e-7, rtol=0)  # diffusers' scheduler scalars are float32
+
+
+@pytest.mark.parametrize("change,why", [
+    (dict(scheduler=diffusers.PNDMScheduler, num_inference_steps=5), "PNDMScheduler has no fastdiff sampler"),
+    (dict(scheduler=diffusers.DDIMScheduler, clip_sample=True), "DDIMScheduler with clip_sample=True"),
+    (dict(guidance_rescale=0.7), "guidance_rescale"),
+    (dict(callback_on_step_end=lambda p, i, t, kw: {"latents": kw["latents"] * 0.9}), "callback_on_step_end"),
+    (dict(callback=lambda i, t, latents: None, callback_steps=1), "callback, callback_steps"),
+])
+def test_unserved_calls_run_diffusers_loop_after_one_warning(sd, change, why):
+    change = dict(change)
+    plain, fast = copy.deepcopy(sd), fastdiff.accelerate(copy.deepcopy(sd))
+    scheduler, clip = change.pop("scheduler", None), change.pop("clip_sample", False)
+    for pipe in (plain, fast):
+        if scheduler is not None:
+            pipe.scheduler = scheduler.from_config({**pipe.scheduler.config, "clip_sample": clip})
+    want = _images(plain, **change)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = _images(fast, **change)
+    ours = [w for w in caught if "fastdiff" in str(w.message)]
+    assert len(ours) == 1 and why in str(ours[0].message), [str(w.message) for w in caught]
+    assert "\n" not in str(ours[0].message)
+    assert torch.equal(got, want)
+    assert why in fastdiff.explain(fast)
+
+
+def test_unserved_pipeline_is_left_as_it_was(sd):
+    pipe = diffusers.StableDiffusionImg2ImgPipeline(**copy.deepcopy(sd).components)
+    with pytest.warns(RuntimeWarning, match="StableDiffusionImg2ImgPipeline is not accelerated"):
+        assert fastdiff.accelerate(pipe) is pipe
+    assert type(pipe) is diffusers.StableDiffusionImg2ImgPipeline
+    assert "not accelerated" in fastdiff.explain(pipe)
+
+
+def test_accelerated_pipeline_keeps_its_class_and_can_be_accelerated_again(sd):
+    pipe = fastdiff.accelerate(copy.deepcopy(sd))
+    assert isinstance(pipe, diffusers.StableDiffusionPipeline) and type(pipe).__name__ == "StableDiffusionPipeline"
+    assert fastdiff.accelerate(pipe, cuda_graphs=False) is pipe
+    assert type(pipe).__mro__[1] is diffusers.StableDiffusionPipeline
+    _images(pipe)
+    assert pipe._fastdiff.last == "fastdiff's fused loop"
+
+
+def test_explain_says_what_runs_where(sd, capsys):
+    pipe = fastdiff.accelerate(copy.deepcopy(sd), verbose=True)
+    text = capsys.readouterr().out
+    assert text.strip() == fastdiff.explain(pipe).strip()
+    for part in ("unet: fastdiff UNet on UNet2DConditionModel's own tensors", "vae: fastdiff VAE",
+                 "text_encoder: CLIPTextModel runs in transformers", "DDIMScheduler -> fused CFG + sampler_step",
+                 "attention -> torch", "group_norm -> torch", "sampler_step -> torch",
+                 "CUDA graphs: off (the pipeline is on cpu", "last call: none yet"):
+        assert part in text, part
+    _images(pipe)
+    assert "last call: fastdiff's fused loop" in fastdiff.explain(pipe)
+    assert "not accelerated" in fastdiff.explain(copy.deepcopy(sd))
