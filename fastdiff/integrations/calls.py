@@ -33,11 +33,7 @@ def _check_generator(generator, plan, device: torch.device) -> None:
 
 def prepare_sd(pipe, acc, a: dict) -> Callable:
     """StableDiffusionPipeline (epsilon, v-prediction or sample U-Nets)."""
-    unserved = [k for k in _SD_UNSERVED if a[k] is not None] + [k for k in a["kwargs"]]
-    if a["guidance_rescale"] > 0:
-        unserved.append("guidance_rescale")
-    if unserved:
-        raise NotAccelerated(", ".join(unserved))
+    _unserved(a, *_SD_UNSERVED)
     plan, _ = _plan(pipe.scheduler, a["num_inference_steps"], a["eta"])
     unet = acc.model("unet", pipe.scheduler.config.get("prediction_type", "epsilon"))
     device = pipe._execution_device
@@ -61,7 +57,7 @@ def prepare_sd(pipe, acc, a: dict) -> Callable:
         shape = (batch * n, pipe.unet.config.in_channels, height // pipe.vae_scale_factor,
                  width // pipe.vae_scale_factor)
         noise = _draw(shape, a["generator"], device, cond.dtype, a["latents"])
-        latents = acc.loop(unet, noise, plan, cond, scale if cfg else None, a["generator"], pipe)
+        latents = acc.loop(unet, noise, plan, (cond,), scale if cfg else None, a["generator"], pipe)
         if a["output_type"] == "latent":
             image, nsfw = latents, None
         else:
@@ -75,6 +71,106 @@ def prepare_sd(pipe, acc, a: dict) -> Callable:
         from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
         return StableDiffusionPipelineOutput(images=image, nsfw_content_detected=nsfw)
     return run
+
+
+def _unserved(a: dict, *names: str) -> None:
+    unserved = [k for k in names if a[k] is not None] + list(a["kwargs"])
+    if a["guidance_rescale"] > 0:
+        unserved.append("guidance_rescale")
+    if unserved:
+        raise NotAccelerated(", ".join(unserved))
+
+
+class _WithAddedCond:
+    """SDXL's U-Net as the fused loop calls a denoiser, every conditioning input a tensor."""
+
+    def __init__(self, unet):
+        self.unet = unet
+
+    def __call__(self, x, t, context, text_embeds, time_ids):
+        return self.unet(x, t, context, {"text_embeds": text_embeds, "time_ids": time_ids})
+
+
+def prepare_sdxl(pipe, acc, a: dict) -> Callable:
+    """StableDiffusionXLPipeline: two text encoders, pooled text embeds and size/crop time ids."""
+    _unserved(a, *_SD_UNSERVED, "denoising_end")
+    plan, _ = _plan(pipe.scheduler, a["num_inference_steps"], a["eta"])
+    unet = acc.model("unet", pipe.scheduler.config.get("prediction_type", "epsilon"))
+    device = pipe._execution_device
+    generator = a["generator"]
+    _check_generator(generator, plan, device)
+    height = a["height"] or pipe.default_sample_size * pipe.vae_scale_factor
+    width = a["width"] or pipe.default_sample_size * pipe.vae_scale_factor
+    prompt, n = a["prompt"], a["num_images_per_prompt"]
+    pipe.check_inputs(prompt, a["prompt_2"], height, width, None, a["negative_prompt"], a["negative_prompt_2"],
+                      a["prompt_embeds"], a["negative_prompt_embeds"], a["pooled_prompt_embeds"],
+                      a["negative_pooled_prompt_embeds"], None, None, ["latents"])
+
+    def run():
+        pipe._guidance_scale, pipe._guidance_rescale, pipe._clip_skip = a["guidance_scale"], 0.0, a["clip_skip"]
+        pipe._cross_attention_kwargs, pipe._denoising_end, pipe._interrupt = None, None, False
+        cfg = pipe.do_classifier_free_guidance
+        batch = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else a["prompt_embeds"].shape[0]
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+            prompt=prompt, prompt_2=a["prompt_2"], device=device, num_images_per_prompt=n,
+            do_classifier_free_guidance=cfg, negative_prompt=a["negative_prompt"],
+            negative_prompt_2=a["negative_prompt_2"], prompt_embeds=a["prompt_embeds"],
+            negative_prompt_embeds=a["negative_prompt_embeds"], pooled_prompt_embeds=a["pooled_prompt_embeds"],
+            negative_pooled_prompt_embeds=a["negative_pooled_prompt_embeds"], lora_scale=None,
+            clip_skip=a["clip_skip"])
+        projection = int(pooled.shape[-1]) if pipe.text_encoder_2 is None else pipe.text_encoder_2.config.projection_dim
+        time_ids = pipe._get_add_time_ids(a["original_size"] or (height, width), a["crops_coords_top_left"],
+                                          a["target_size"] or (height, width), dtype=embeds.dtype,
+                                          text_encoder_projection_dim=projection)
+        negative_time_ids = time_ids
+        if a["negative_original_size"] is not None and a["negative_target_size"] is not None:
+            negative_time_ids = pipe._get_add_time_ids(a["negative_original_size"],
+                                                       a["negative_crops_coords_top_left"], a["negative_target_size"],
+                                                       dtype=embeds.dtype, text_encoder_projection_dim=projection)
+        if cfg:
+            embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
+            time_ids = torch.cat([negative_time_ids, time_ids])
+        time_ids = time_ids.to(device).repeat(batch * n, 1)
+        shape = (batch * n, pipe.unet.config.in_channels, height // pipe.vae_scale_factor,
+                 width // pipe.vae_scale_factor)
+        noise = _draw(shape, generator, device, embeds.dtype, a["latents"])
+        cond = (embeds.to(device), pooled.to(device), time_ids)
+        latents = acc.loop(unet, noise, plan, cond, a["guidance_scale"] if cfg else None, generator, pipe,
+                           wrap=_WithAddedCond)
+        if a["output_type"] == "latent":
+            image = latents
+        else:
+            image = _decode_sdxl(pipe, acc, latents)
+            if pipe.watermark is not None:
+                image = pipe.watermark.apply_watermark(image)
+            image = pipe.image_processor.postprocess(image, output_type=a["output_type"])
+        pipe.maybe_free_model_hooks()
+        if not a["return_dict"]:
+            return (image,)
+        from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
+        return StableDiffusionXLPipelineOutput(images=image)
+    return run
+
+
+def _decode_sdxl(pipe, acc, latents):
+    """As diffusers decodes SDXL latents: an fp16 VAE that asks for it decodes in float32 (diffusers'
+    own VAE then), and latents_mean / latents_std unscale the latents where the VAE has them."""
+    config = pipe.vae.config
+    upcast = pipe.vae.dtype == torch.float16 and config.force_upcast
+    if upcast:
+        pipe.upcast_vae()
+        latents = latents.to(next(iter(pipe.vae.post_quant_conv.parameters())).dtype)
+    if getattr(config, "latents_mean", None) is not None and getattr(config, "latents_std", None) is not None:
+        mean = torch.tensor(config.latents_mean).view(1, 4, 1, 1).to(latents.device, latents.dtype)
+        std = torch.tensor(config.latents_std).view(1, 4, 1, 1).to(latents.device, latents.dtype)
+        latents = latents * std / config.scaling_factor + mean
+    else:
+        latents = latents / config.scaling_factor
+    if not upcast:
+        return acc.decode(pipe, latents, None)
+    image = pipe.vae.decode(latents, return_dict=False)[0]
+    pipe.vae.to(dtype=torch.float16)
+    return image
 
 
 def prepare_dit(pipe, acc, a: dict) -> Callable:
@@ -99,7 +195,7 @@ def prepare_dit(pipe, acc, a: dict) -> Callable:
         shape = (len(labels), c.in_channels, c.sample_size, c.sample_size)
         noise = _draw(shape, generator, device, pipe.transformer.dtype, None)
         y = torch.cat([torch.full_like(labels, 1000), labels]) if cfg else labels
-        latents = acc.loop(dit, noise, plan, y, scale if cfg else None, generator, pipe)
+        latents = acc.loop(dit, noise, plan, (y,), scale if cfg else None, generator, pipe)
         samples = acc.decode(pipe, 1 / pipe.vae.config.scaling_factor * latents, None)
         samples = (samples / 2 + 0.5).clamp(0, 1)
         if a["output_type"] != "pt":
@@ -126,9 +222,11 @@ def _draw(shape, generator, device, dtype, latents):
 FALLS_BACK = {
     "StableDiffusionPipeline": ", ".join(_SD_UNSERVED) + ", guidance_rescale > 0, the deprecated callback, "
                                "a list of generators, unfused LoRA layers, offloading hooks",
+    "StableDiffusionXLPipeline": ", ".join(_SD_UNSERVED) + ", denoising_end, guidance_rescale > 0, the deprecated "
+                                 "callback, a list of generators, unfused LoRA layers, offloading hooks",
     "DiTPipeline": "schedulers that scale the model input (Euler, Heun), a stochastic sampler under guidance, "
                    "a list of generators",
 }
-PREPARE = {"StableDiffusionPipeline": prepare_sd, "DiTPipeline": prepare_dit}
-# The module each pipeline's denoiser attribute holds, and fastdiff's model kind for it.
-DENOISERS = {"StableDiffusionPipeline": "unet", "DiTPipeline": "transformer"}
+PREPARE = {"StableDiffusionPipeline": prepare_sd, "StableDiffusionXLPipeline": prepare_sdxl, "DiTPipeline": prepare_dit}
+# The attribute that holds each pipeline's denoiser.
+DENOISERS = {"StableDiffusionPipeline": "unet", "StableDiffusionXLPipeline": "unet", "DiTPipeline": "transformer"}

@@ -60,15 +60,19 @@ class Acceleration:
             raise NotAccelerated(why) from None
         return self.shared[slot].model
 
-    def loop(self, model, noise, plan, cond, guidance_scale, generator, pipe):
-        """The denoising loop on fastdiff's Pipeline: the final latents."""
+    def loop(self, model, noise, plan, cond: tuple, guidance_scale, generator, pipe, wrap=None):
+        """The denoising loop on fastdiff's Pipeline over `model` (called as wrap(model) when the
+        model takes more than tensors): the final latents."""
         key = id(model)
         if key not in self.pipelines:
-            self.pipelines = {k: v for k, v in self.pipelines.items() if v.denoise in self._models()}
-            self.pipelines[key] = Pipeline(model, sampler_for(pipe.scheduler)[1], cuda_graph=self.cuda_graphs)
+            live = self._models()
+            self.pipelines = {k: v for k, v in self.pipelines.items() if any(v[0] is m for m in live)}
+            denoise = wrap(model) if wrap is not None else model
+            self.pipelines[key] = (model, Pipeline(denoise, sampler_for(pipe.scheduler)[1],
+                                                   cuda_graph=self.cuda_graphs))
         progress = not getattr(pipe, "_progress_bar_config", {}).get("disable", False)
-        return self.pipelines[key].run(noise, plan, cond=(cond,), guidance_scale=guidance_scale, generator=generator,
-                                       progress=progress)
+        return self.pipelines[key][1].run(noise, plan, cond=cond, guidance_scale=guidance_scale, generator=generator,
+                                          progress=progress)
 
     def decode(self, pipe, z, generator):
         """Images in [-1, 1] from unscaled latents: fastdiff's VAE where it shares pipe.vae."""
@@ -127,11 +131,12 @@ def _accelerated_class(base: type) -> type:
 def accelerate(pipe, *, backend: str = "auto", cuda_graphs: bool = True, verbose: bool = False):
     """Make a diffusers pipeline sample on fastdiff, in place; returns the pipeline.
 
-    StableDiffusionPipeline and DiTPipeline calls run fastdiff's U-Net / DiT and VAE, which share
-    the pipeline's parameter tensors (no second copy of the weights), and its fused CFG +
-    sampler_step loop, when the scheduler maps to a fastdiff sampler (DDPM, DDIM, Euler, Euler
-    ancestral, Heun, DPM-Solver++ 2M, LCM, with the config flags fastdiff implements). Any other
-    call, and any other pipeline, runs diffusers' own code after one warning line saying why.
+    StableDiffusionPipeline, StableDiffusionXLPipeline and DiTPipeline calls run fastdiff's
+    U-Net / DiT and VAE, which share the pipeline's parameter tensors (no second copy of the
+    weights), and its fused CFG + sampler_step loop, when the scheduler maps to a fastdiff
+    sampler (DDPM, DDIM, Euler, Euler ancestral, Heun, DPM-Solver++ 2M, LCM, with the config
+    flags fastdiff implements). Any other call, and any other pipeline, runs diffusers' own code
+    after one warning line saying why.
 
     backend: "auto", or the backend the ops prefer ("torch", "triton", "cuda"; an op that backend
     cannot run takes auto's choice). cuda_graphs: replay each step as a CUDA graph (one capture
@@ -204,8 +209,8 @@ def explain(pipe) -> str:
     denoiser = calls.DENOISERS[name]
     lines = [f"{name} accelerated by fastdiff"]
     lines += [_module_line(acc, slot) for slot in (denoiser, "vae")]
-    if getattr(pipe, "text_encoder", None) is not None:
-        lines.append(f"  text_encoder: {type(pipe.text_encoder).__name__} runs in transformers (fastdiff has none)")
+    lines += [f"  {slot}: {type(getattr(pipe, slot)).__name__} runs in transformers (fastdiff has no text encoder)"
+              for slot in ("text_encoder", "text_encoder_2") if getattr(pipe, slot, None) is not None]
     try:
         sampler = sampler_for(pipe.scheduler)[0]
         lines.append(f"  scheduler: {type(pipe.scheduler).__name__} -> fused CFG + sampler_step as {sampler}")
@@ -220,7 +225,7 @@ def explain(pipe) -> str:
     elif device.type != "cuda":
         graphs = f"off (the pipeline is on {device.type}; graphs need CUDA)"
     else:
-        captured = sum(p.captured_graphs for p in acc.pipelines.values())
+        captured = sum(p.captured_graphs for _, p in acc.pipelines.values())
         graphs = f"on: each step shape is captured once and replayed ({captured} captured so far)"
     lines.append(f"  CUDA graphs: {graphs}")
     lines.append(f"  calls that run diffusers' loop: {calls.FALLS_BACK[name]}")

@@ -1,8 +1,9 @@
-"""Same images: a tiny random diffusers pipeline's output after fastdiff.accelerate against its
-output before, for every scheduler the fused loop serves, with and without CFG, at two sizes and
-batch sizes, under the numerics rule (float32 on the torch backend, against the same diffusers
-pipeline in float64). One accelerated pipeline per module serves every case in turn: its
-scheduler, size, batch, guidance scale and step count change between calls."""
+"""Same images: a tiny random diffusers pipeline's (Stable Diffusion, SDXL, DiT) output after
+fastdiff.accelerate against its output before, for every scheduler the fused loop serves, with
+and without CFG, at two sizes and batch sizes, under the numerics rule (float32 on the torch
+backend, against the same diffusers pipeline in float64). One accelerated pipeline per module
+serves every case in turn: its scheduler, size, batch, guidance scale and step count change
+between calls."""
 import copy
 import warnings
 
@@ -64,6 +65,11 @@ def sd(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def sdxl(tmp_path_factory):
+    return _trio(tiny_pipelines.sdxl(tmp_path_factory.mktemp("tokenizer"), diffusers.DDIMScheduler))
+
+
+@pytest.fixture(scope="module")
 def dit():
     return _trio(tiny_pipelines.dit(diffusers.DDIMScheduler))
 
@@ -88,6 +94,15 @@ def _assert_same(pipes, scheduler, config, calls):
 def test_stable_diffusion(sd, case):
     scheduler, config, call = SD_CASES[case]
     _assert_same(sd, scheduler, config, [{**c, **call} for c in SD_CALLS])
+
+
+@pytest.mark.parametrize("case", ["ddim", "euler_a", "dpmpp_2m_karras_v"])
+def test_stable_diffusion_xl(sdxl, case):
+    scheduler, config, call = SD_CASES[case]
+    calls = [{**c, **call} for c in SD_CALLS]
+    calls[0].update(prompt_2="zq", original_size=(40, 40), crops_coords_top_left=(2, 4),
+                    negative_original_size=(8, 8), negative_target_size=(16, 16))
+    _assert_same(sdxl, scheduler, config, calls)
 
 
 @pytest.mark.parametrize("scheduler", [diffusers.DDIMScheduler, diffusers.DPMSolverMultistepScheduler])

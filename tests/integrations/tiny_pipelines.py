@@ -56,6 +56,30 @@ def sd(folder, scheduler, **config):
     return pipe
 
 
+def sdxl(folder, scheduler, **config):
+    """A StableDiffusionXLPipeline: two text encoders (the second projects its pooled output), attention
+    on the lower level only, text_time conditioning."""
+    torch.manual_seed(0)
+    unet = randomize(diffusers.UNet2DConditionModel(
+        sample_size=8, block_out_channels=(16, 32), layers_per_block=1, cross_attention_dim=48,
+        attention_head_dim=(2, 4), transformer_layers_per_block=(1, 2), use_linear_projection=True,
+        norm_num_groups=8, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), addition_embed_type="text_time",
+        addition_time_embed_dim=8, projection_class_embeddings_input_dim=16 + 6 * 8))
+    config_text = dict(vocab_size=54, hidden_size=24, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                       max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    text = transformers.CLIPTextModel(transformers.CLIPTextConfig(**config_text)).eval()
+    text_2 = transformers.CLIPTextModelWithProjection(transformers.CLIPTextConfig(**config_text, projection_dim=16))
+    sched = scheduler.from_config(dict(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                       clip_sample=False, steps_offset=1, **config))
+    words = tokenizer(folder)
+    pipe = diffusers.StableDiffusionXLPipeline(vae=vae(), text_encoder=text, text_encoder_2=text_2.eval(),
+                                               tokenizer=words, tokenizer_2=words, unet=unet, scheduler=sched,
+                                               add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def dit(scheduler):
     """A DiTPipeline: learned sigma, 1000 classes (diffusers' DiT loop takes label 1000 as the null class)."""
     torch.manual_seed(0)
