@@ -13,14 +13,6 @@ diffusers = pytest.importorskip("diffusers")
 import tiny_pipelines  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sd(tmp_path_factory):
     return tiny_pipelines.sd(tmp_path_factory.mktemp("tokenizer"), diffusers.DDIMScheduler)

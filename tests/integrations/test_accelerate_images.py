@@ -16,6 +16,8 @@ from fastdiff.testing import assert_numerics
 diffusers = pytest.importorskip("diffusers")
 import tiny_pipelines  # noqa: E402
 
+
+
 # scheduler, its config overrides, call overrides
 SD_CASES = {
     "ddpm": (diffusers.DDPMScheduler, {}, {}),
@@ -41,15 +43,6 @@ SD_CALLS = [dict(prompt="a red ring", negative_prompt="blue", guidance_scale=7.5
                  num_images_per_prompt=2)]
 DIT_CALLS = [dict(class_labels=[3], guidance_scale=4.0, num_inference_steps=3),
              dict(class_labels=[1, 999], guidance_scale=1.0, num_inference_steps=2)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models: threads only add overhead."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _trio(pipe):
