@@ -12,11 +12,11 @@ import torch
 from .schedulers import NotAccelerated, sampler_for
 
 # StableDiffusionPipeline.__call__ arguments the fused loop does not serve while not None.
-_SD_UNSERVED = ("timesteps", "sigmas", "ip_adapter_image", "ip_adapter_image_embeds", "cross_attention_kwargs",
+SD_UNSERVED = ("timesteps", "sigmas", "ip_adapter_image", "ip_adapter_image_embeds", "cross_attention_kwargs",
                 "callback_on_step_end")
 
 
-def _plan(scheduler, steps: int, eta: float = 0.0):
+def plan_for(scheduler, steps: int, eta: float = 0.0):
     sampler, schedule, prediction = sampler_for(scheduler, eta)
     try:
         return sampler.plan(schedule, steps, prediction), type(scheduler).__name__
@@ -24,7 +24,7 @@ def _plan(scheduler, steps: int, eta: float = 0.0):
         raise NotAccelerated(str(e)) from None
 
 
-def _check_generator(generator, plan, device: torch.device) -> None:
+def check_generator(generator, plan, device: torch.device) -> None:
     if isinstance(generator, list):
         raise NotAccelerated("a list of generators")
     if any(plan.noisy) and generator is not None and generator.device.type != device.type:
@@ -33,49 +33,60 @@ def _check_generator(generator, plan, device: torch.device) -> None:
 
 def prepare_sd(pipe, acc, a: dict) -> Callable:
     """StableDiffusionPipeline (epsilon, v-prediction or sample U-Nets)."""
-    _unserved(a, *_SD_UNSERVED)
-    plan, _ = _plan(pipe.scheduler, a["num_inference_steps"], a["eta"])
+    unserved(a, *SD_UNSERVED)
+    plan, _ = plan_for(pipe.scheduler, a["num_inference_steps"], a["eta"])
     unet = acc.model("unet", pipe.scheduler.config.get("prediction_type", "epsilon"))
     device = pipe._execution_device
-    _check_generator(a["generator"], plan, device)
+    check_generator(a["generator"], plan, device)
     height = a["height"] or pipe.unet.config.sample_size * pipe.vae_scale_factor
     width = a["width"] or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    prompt, scale, n = a["prompt"], a["guidance_scale"], a["num_images_per_prompt"]
-    pipe.check_inputs(prompt, height, width, None, a["negative_prompt"], a["prompt_embeds"],
+    pipe.check_inputs(a["prompt"], height, width, None, a["negative_prompt"], a["prompt_embeds"],
                       a["negative_prompt_embeds"], callback_on_step_end_tensor_inputs=["latents"])
 
     def run():
-        pipe._guidance_scale, pipe._guidance_rescale, pipe._clip_skip = scale, 0.0, a["clip_skip"]
-        pipe._cross_attention_kwargs, pipe._interrupt = None, False
-        cfg = pipe.do_classifier_free_guidance
-        batch = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else a["prompt_embeds"].shape[0]
-        embeds, negative = pipe.encode_prompt(prompt, device, n, cfg, a["negative_prompt"],
-                                              prompt_embeds=a["prompt_embeds"],
-                                              negative_prompt_embeds=a["negative_prompt_embeds"], lora_scale=None,
-                                              clip_skip=a["clip_skip"])
-        cond = torch.cat([negative, embeds]) if cfg else embeds
-        shape = (batch * n, pipe.unet.config.in_channels, height // pipe.vae_scale_factor,
+        cond, batch, cfg = sd_prompt(pipe, a, device)
+        shape = (batch * a["num_images_per_prompt"], pipe.unet.config.in_channels, height // pipe.vae_scale_factor,
                  width // pipe.vae_scale_factor)
-        noise = _draw(shape, a["generator"], device, cond.dtype, a["latents"])
-        latents = acc.loop(unet, noise, plan, (cond,), scale if cfg else None, a["generator"], pipe)
-        if a["output_type"] == "latent":
-            image, nsfw = latents, None
-        else:
-            image = acc.decode(pipe, latents / pipe.vae.config.scaling_factor, a["generator"])
-            image, nsfw = pipe.run_safety_checker(image, device, cond.dtype)
-        denormalize = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
-        image = pipe.image_processor.postprocess(image, output_type=a["output_type"], do_denormalize=denormalize)
-        pipe.maybe_free_model_hooks()
-        if not a["return_dict"]:
-            return image, nsfw
-        from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
-        return StableDiffusionPipelineOutput(images=image, nsfw_content_detected=nsfw)
+        noise = draw(shape, a["generator"], device, cond.dtype, a["latents"])
+        latents = acc.loop(unet, noise, plan, (cond,), a["guidance_scale"] if cfg else None, a["generator"], pipe)
+        return sd_output(pipe, acc, a, latents, device, cond.dtype)
     return run
 
 
-def _unserved(a: dict, *names: str) -> None:
+def sd_prompt(pipe, a: dict, device):
+    """(text conditioning, [uncond; cond] under CFG, the prompt batch, whether CFG is on), as
+    Stable Diffusion's pipelines encode it, their call state set as they set it."""
+    pipe._guidance_scale, pipe._guidance_rescale, pipe._clip_skip = a["guidance_scale"], 0.0, a["clip_skip"]
+    pipe._cross_attention_kwargs, pipe._interrupt = None, False
+    cfg, prompt = pipe.do_classifier_free_guidance, a["prompt"]
+    batch = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else a["prompt_embeds"].shape[0]
+    embeds, negative = pipe.encode_prompt(prompt, device, a["num_images_per_prompt"], cfg, a["negative_prompt"],
+                                          prompt_embeds=a["prompt_embeds"],
+                                          negative_prompt_embeds=a["negative_prompt_embeds"], lora_scale=None,
+                                          clip_skip=a["clip_skip"])
+    return (torch.cat([negative, embeds]) if cfg else embeds), batch, cfg
+
+
+def sd_output(pipe, acc, a: dict, latents, device, dtype):
+    """Stable Diffusion's pipeline output from the final latents: decode, safety checker,
+    postprocessing, as diffusers does them."""
+    if a["output_type"] == "latent":
+        image, nsfw = latents, None
+    else:
+        image = acc.decode(pipe, latents / pipe.vae.config.scaling_factor, a["generator"])
+        image, nsfw = pipe.run_safety_checker(image, device, dtype)
+    denormalize = [True] * image.shape[0] if nsfw is None else [not x for x in nsfw]
+    image = pipe.image_processor.postprocess(image, output_type=a["output_type"], do_denormalize=denormalize)
+    pipe.maybe_free_model_hooks()
+    if not a["return_dict"]:
+        return image, nsfw
+    from diffusers.pipelines.stable_diffusion import StableDiffusionPipelineOutput
+    return StableDiffusionPipelineOutput(images=image, nsfw_content_detected=nsfw)
+
+
+def unserved(a: dict, *names: str) -> None:
     unserved = [k for k in names if a[k] is not None] + list(a["kwargs"])
-    if a["guidance_rescale"] > 0:
+    if a.get("guidance_rescale", 0) > 0:
         unserved.append("guidance_rescale")
     if unserved:
         raise NotAccelerated(", ".join(unserved))
@@ -93,12 +104,12 @@ class _WithAddedCond:
 
 def prepare_sdxl(pipe, acc, a: dict) -> Callable:
     """StableDiffusionXLPipeline: two text encoders, pooled text embeds and size/crop time ids."""
-    _unserved(a, *_SD_UNSERVED, "denoising_end")
-    plan, _ = _plan(pipe.scheduler, a["num_inference_steps"], a["eta"])
+    unserved(a, *SD_UNSERVED, "denoising_end")
+    plan, _ = plan_for(pipe.scheduler, a["num_inference_steps"], a["eta"])
     unet = acc.model("unet", pipe.scheduler.config.get("prediction_type", "epsilon"))
     device = pipe._execution_device
     generator = a["generator"]
-    _check_generator(generator, plan, device)
+    check_generator(generator, plan, device)
     height = a["height"] or pipe.default_sample_size * pipe.vae_scale_factor
     width = a["width"] or pipe.default_sample_size * pipe.vae_scale_factor
     prompt, n = a["prompt"], a["num_images_per_prompt"]
@@ -133,7 +144,7 @@ def prepare_sdxl(pipe, acc, a: dict) -> Callable:
         time_ids = time_ids.to(device).repeat(batch * n, 1)
         shape = (batch * n, pipe.unet.config.in_channels, height // pipe.vae_scale_factor,
                  width // pipe.vae_scale_factor)
-        noise = _draw(shape, generator, device, embeds.dtype, a["latents"])
+        noise = draw(shape, generator, device, embeds.dtype, a["latents"])
         cond = (embeds.to(device), pooled.to(device), time_ids)
         latents = acc.loop(unet, noise, plan, cond, a["guidance_scale"] if cfg else None, generator, pipe,
                            wrap=_WithAddedCond)
@@ -175,12 +186,12 @@ def _decode_sdxl(pipe, acc, latents):
 
 def prepare_dit(pipe, acc, a: dict) -> Callable:
     """DiTPipeline: diffusers puts the conditional half first and uses label 1000 as the null class."""
-    plan, _ = _plan(pipe.scheduler, a["num_inference_steps"])
+    plan, _ = plan_for(pipe.scheduler, a["num_inference_steps"])
     dit = acc.model("transformer")
     scale, generator = a["guidance_scale"], a["generator"]
     cfg = scale > 1
     device = pipe._execution_device
-    _check_generator(generator, plan, device)
+    check_generator(generator, plan, device)
     if bool((plan.scale_in != 1).any()):
         raise NotAccelerated(f"{type(pipe.scheduler).__name__} scales the model input, and diffusers' DiT loop then "
                              "steps the scaled input; fastdiff does not reproduce that")
@@ -193,7 +204,7 @@ def prepare_dit(pipe, acc, a: dict) -> Callable:
         labels = torch.tensor(a["class_labels"], device=device).reshape(-1)
         c = pipe.transformer.config
         shape = (len(labels), c.in_channels, c.sample_size, c.sample_size)
-        noise = _draw(shape, generator, device, pipe.transformer.dtype, None)
+        noise = draw(shape, generator, device, pipe.transformer.dtype, None)
         y = torch.cat([torch.full_like(labels, 1000), labels]) if cfg else labels
         latents = acc.loop(dit, noise, plan, (y,), scale if cfg else None, generator, pipe)
         samples = acc.decode(pipe, 1 / pipe.vae.config.scaling_factor * latents, None)
@@ -210,23 +221,9 @@ def prepare_dit(pipe, acc, a: dict) -> Callable:
     return run
 
 
-def _draw(shape, generator, device, dtype, latents):
+def draw(shape, generator, device, dtype, latents):
     from diffusers.utils.torch_utils import randn_tensor
 
     if latents is not None:
         return latents.to(device)
     return randn_tensor(shape, generator=generator, device=device, dtype=dtype)
-
-
-# What explain() says sends a call to diffusers' loop.
-FALLS_BACK = {
-    "StableDiffusionPipeline": ", ".join(_SD_UNSERVED) + ", guidance_rescale > 0, the deprecated callback, "
-                               "a list of generators, unfused LoRA layers, offloading hooks",
-    "StableDiffusionXLPipeline": ", ".join(_SD_UNSERVED) + ", denoising_end, guidance_rescale > 0, the deprecated "
-                                 "callback, a list of generators, unfused LoRA layers, offloading hooks",
-    "DiTPipeline": "schedulers that scale the model input (Euler, Heun), a stochastic sampler under guidance, "
-                   "a list of generators",
-}
-PREPARE = {"StableDiffusionPipeline": prepare_sd, "StableDiffusionXLPipeline": prepare_sdxl, "DiTPipeline": prepare_dit}
-# The attribute that holds each pipeline's denoiser.
-DENOISERS = {"StableDiffusionPipeline": "unet", "StableDiffusionXLPipeline": "unet", "DiTPipeline": "transformer"}

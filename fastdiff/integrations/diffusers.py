@@ -18,12 +18,24 @@ import torch
 
 from .. import backends
 from ..sampling import Pipeline
-from . import calls, shared
+from . import calls, img2img, shared
 from .schedulers import NotAccelerated, sampler_for
 
 _BUILD = {"unet": shared.share_unet, "transformer": lambda m, _: shared.share_dit(m),
           "vae": lambda m, _: shared.share_vae(m)}
 _CLASSES: dict = {}
+
+_SD_FALLS_BACK = ", ".join(calls.SD_UNSERVED) + ", guidance_rescale > 0, the deprecated callback, a list of " \
+    "generators, unfused LoRA layers, offloading hooks"
+# pipeline class name: (the accelerated call's prepare, the attribute holding its denoiser, what
+# explain() says sends a call to diffusers' loop)
+PIPELINES = {
+    "StableDiffusionPipeline": (calls.prepare_sd, "unet", _SD_FALLS_BACK),
+    "StableDiffusionImg2ImgPipeline": (img2img.prepare_sd_img2img, "unet", _SD_FALLS_BACK),
+    "StableDiffusionXLPipeline": (calls.prepare_sdxl, "unet", _SD_FALLS_BACK + ", denoising_end"),
+    "DiTPipeline": (calls.prepare_dit, "transformer", "schedulers that scale the model input (Euler, Heun), a "
+                    "stochastic sampler under guidance, a list of generators"),
+}
 
 
 class Acceleration:
@@ -98,7 +110,7 @@ def _call(self, *args, **kwargs):
     bound.apply_defaults()
     a = {"kwargs": {}, **{k: v for k, v in bound.arguments.items() if k != "self"}}
     try:
-        run = calls.PREPARE[base.__name__](self, acc, a)
+        run = PIPELINES[base.__name__][0](self, acc, a)
     except NotAccelerated as why:
         return _fall_back(acc, str(why), args, kwargs)
     generator = a.get("generator")
@@ -131,7 +143,7 @@ def _accelerated_class(base: type) -> type:
 def accelerate(pipe, *, backend: str = "auto", cuda_graphs: bool = True, verbose: bool = False):
     """Make a diffusers pipeline sample on fastdiff, in place; returns the pipeline.
 
-    StableDiffusionPipeline, StableDiffusionXLPipeline and DiTPipeline calls run fastdiff's
+    StableDiffusion(Img2Img)Pipeline, StableDiffusionXLPipeline and DiTPipeline calls run fastdiff's
     U-Net / DiT and VAE, which share the pipeline's parameter tensors (no second copy of the
     weights), and its fused CFG + sampler_step loop, when the scheduler maps to a fastdiff
     sampler (DDPM, DDIM, Euler, Euler ancestral, Heun, DPM-Solver++ 2M, LCM, with the config
@@ -147,14 +159,14 @@ def accelerate(pipe, *, backend: str = "auto", cuda_graphs: bool = True, verbose
     acc = Acceleration(pipe, base, backend, cuda_graphs)
     pipe._fastdiff = acc
     name = base.__name__
-    if name in calls.PREPARE:
+    if name in PIPELINES:
         pipe.__class__ = _accelerated_class(base)
-        for slot in (calls.DENOISERS[name], "vae"):
+        for slot in (PIPELINES[name][1], "vae"):
             with contextlib.suppress(NotAccelerated):
                 acc.model(slot, pipe.scheduler.config.get("prediction_type"))
     else:
         warnings.warn(f"fastdiff.accelerate: {name} is not accelerated (fastdiff serves "
-                      f"{', '.join(calls.PREPARE)}); it runs as before", RuntimeWarning, stacklevel=2)
+                      f"{', '.join(PIPELINES)}); it runs as before", RuntimeWarning, stacklevel=2)
     if verbose:
         print(explain(pipe))
     return pipe
@@ -204,9 +216,9 @@ def explain(pipe) -> str:
     name = type(pipe).__name__
     if acc is None:
         return f"{name}: not accelerated (fastdiff.accelerate(pipe) was not called)"
-    if name not in calls.PREPARE:
-        return f"{name}: not accelerated: fastdiff serves {', '.join(calls.PREPARE)}; it runs diffusers' code"
-    denoiser = calls.DENOISERS[name]
+    if name not in PIPELINES:
+        return f"{name}: not accelerated: fastdiff serves {', '.join(PIPELINES)}; it runs diffusers' code"
+    denoiser = PIPELINES[name][1]
     lines = [f"{name} accelerated by fastdiff"]
     lines += [_module_line(acc, slot) for slot in (denoiser, "vae")]
     lines += [f"  {slot}: {type(getattr(pipe, slot)).__name__} runs in transformers (fastdiff has no text encoder)"
@@ -228,6 +240,6 @@ def explain(pipe) -> str:
         captured = sum(p.captured_graphs for _, p in acc.pipelines.values())
         graphs = f"on: each step shape is captured once and replayed ({captured} captured so far)"
     lines.append(f"  CUDA graphs: {graphs}")
-    lines.append(f"  calls that run diffusers' loop: {calls.FALLS_BACK[name]}")
+    lines.append(f"  calls that run diffusers' loop: {PIPELINES[name][2]}")
     lines.append(f"  last call: {acc.last or 'none yet'}")
     return "\n".join(lines)

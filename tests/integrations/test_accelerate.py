@@ -90,10 +90,10 @@ def test_unserved_calls_run_diffusers_loop_after_one_warning(sd, change, why):
 
 
 def test_unserved_pipeline_is_left_as_it_was(sd):
-    pipe = diffusers.StableDiffusionImg2ImgPipeline(**copy.deepcopy(sd).components)
-    with pytest.warns(RuntimeWarning, match="StableDiffusionImg2ImgPipeline is not accelerated"):
+    pipe = diffusers.StableDiffusionInpaintPipeline(**copy.deepcopy(sd).components)
+    with pytest.warns(RuntimeWarning, match="StableDiffusionInpaintPipeline is not accelerated"):
         assert fastdiff.accelerate(pipe) is pipe
-    assert type(pipe) is diffusers.StableDiffusionImg2ImgPipeline
+    assert type(pipe) is diffusers.StableDiffusionInpaintPipeline
     assert "not accelerated" in fastdiff.explain(pipe)
 
 

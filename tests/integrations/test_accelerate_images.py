@@ -58,6 +58,14 @@ def sd(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def img2img(tmp_path_factory):
+    sd = tiny_pipelines.sd(tmp_path_factory.mktemp("tokenizer"), diffusers.DDIMScheduler)
+    pipe = diffusers.StableDiffusionImg2ImgPipeline(**sd.components)
+    pipe.set_progress_bar_config(disable=True)
+    return _trio(pipe)
+
+
+@pytest.fixture(scope="module")
 def sdxl(tmp_path_factory):
     return _trio(tiny_pipelines.sdxl(tmp_path_factory.mktemp("tokenizer"), diffusers.DDIMScheduler))
 
@@ -87,6 +95,18 @@ def _assert_same(pipes, scheduler, config, calls):
 def test_stable_diffusion(sd, case):
     scheduler, config, call = SD_CASES[case]
     _assert_same(sd, scheduler, config, [{**c, **call} for c in SD_CALLS])
+
+
+@pytest.mark.parametrize("case", ["ddpm", "euler", "heun", "dpmpp_2m", "dpmpp_2m_karras_v", "lcm"])
+def test_stable_diffusion_img2img(img2img, case):
+    """From the strength's first step: a multistep solver begins first order there, as in diffusers."""
+    scheduler, config, call = SD_CASES[case]
+    g = torch.Generator().manual_seed(3)
+    calls = [dict(prompt="a red ring", image=torch.rand(1, 3, 16, 16, generator=g), strength=0.6, guidance_scale=7.5,
+                  num_inference_steps=5),
+             dict(prompt=["abc", "xyz"], image=torch.rand(2, 3, 24, 32, generator=g), strength=0.8,
+                  guidance_scale=1.0, num_inference_steps=4)]
+    _assert_same(img2img, scheduler, config, [{**c, **call} for c in calls])
 
 
 @pytest.mark.parametrize("case", ["ddim", "euler_a", "dpmpp_2m_karras_v"])
