@@ -61,7 +61,7 @@ class Acceleration:
             raise NotAccelerated(f"{slot}: LoRA layers not fused (pipe.fuse_lora() merges them)")
         if getattr(module, "_hf_hook", None) is not None:
             raise NotAccelerated(f"{slot}: accelerate offloading hooks")
-        seen = shared._fingerprint(module)
+        seen = shared.fingerprint(module)
         if slot in self.failed and self.failed[slot][0] == seen:
             raise NotAccelerated(self.failed[slot][1])
         try:
@@ -80,6 +80,7 @@ class Acceleration:
             live = self._models()
             self.pipelines = {k: v for k, v in self.pipelines.items() if any(v[0] is m for m in live)}
             denoise = wrap(model) if wrap is not None else model
+            # run() takes each call's plan; the schedule serves only Pipeline.sample
             self.pipelines[key] = (model, Pipeline(denoise, sampler_for(pipe.scheduler)[1],
                                                    cuda_graph=self.cuda_graphs))
         progress = not getattr(pipe, "_progress_bar_config", {}).get("disable", False)

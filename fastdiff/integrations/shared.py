@@ -22,14 +22,14 @@ class Shared:
     """A fastdiff model built on `module`'s parameters, and what the two hold in common."""
     model: torch.nn.Module
     module: torch.nn.Module
-    fingerprint: dict
+    seen: dict  # the module's fingerprint when the model was built on it
     shared_bytes: int
     extra_bytes: int
 
     def stale(self) -> bool:
         """Whether the module's parameters are no longer the tensors the model reads (moved,
         cast, replaced, or LoRA layers added)."""
-        return _fingerprint(self.module) != self.fingerprint
+        return fingerprint(self.module) != self.seen
 
 
 def lora_layers(module) -> list:
@@ -43,7 +43,9 @@ def unfused_lora(module) -> bool:
     return any(not m.merged or m.disable_adapters for m in lora_layers(module))
 
 
-def _fingerprint(module) -> dict:
+def fingerprint(module) -> dict:
+    """What the model built on `module` depends on: each parameter's memory, dtype, device and
+    shape, and the state of its LoRA layers."""
     out = {n: (p.data_ptr(), p.dtype, p.device, tuple(p.shape)) for n, p in module.named_parameters()}
     out[None] = tuple((m.merged, m.disable_adapters, tuple(m.active_adapters)) for m in lora_layers(module))
     return out
@@ -96,7 +98,7 @@ def share(kind: loading.ModelKind, module: torch.nn.Module, config) -> Shared:
     tensors = list(model.parameters()) + list(model.buffers())
     shared = sum(t.numel() * t.element_size() for t in tensors if _storage(t) in theirs)
     extra = sum(t.numel() * t.element_size() for t in tensors if _storage(t) not in theirs)
-    return Shared(model.eval(), module, _fingerprint(module), shared, extra)
+    return Shared(model.eval(), module, fingerprint(module), shared, extra)
 
 
 def share_unet(module, prediction_type: str) -> Shared:
