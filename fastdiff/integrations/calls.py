@@ -5,6 +5,7 @@ postprocessing), and runs the loop on fastdiff's model and fused sampler_step. p
 NotAccelerated, naming what it cannot serve, before anything has run."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import torch
@@ -17,11 +18,16 @@ SD_UNSERVED = ("timesteps", "sigmas", "ip_adapter_image", "ip_adapter_image_embe
 
 
 def plan_for(scheduler, steps: int, eta: float = 0.0):
+    """The plan of the sampler the scheduler maps to, from diffusers' initial noise scale: its
+    Euler-type schedulers start at sigma_max with linspace and trailing spacings, where the
+    sampler's own start is sqrt(1 + sigma_max^2)."""
     sampler, schedule, prediction = sampler_for(scheduler, eta)
     try:
-        return sampler.plan(schedule, steps, prediction), type(scheduler).__name__
+        plan = sampler.plan(schedule, steps, prediction)
+        scheduler.set_timesteps(steps)
     except ValueError as e:
         raise NotAccelerated(str(e)) from None
+    return dataclasses.replace(plan, init_sigma=float(scheduler.init_noise_sigma))
 
 
 def check_generator(generator, plan, device: torch.device) -> None:
@@ -34,7 +40,7 @@ def check_generator(generator, plan, device: torch.device) -> None:
 def prepare_sd(pipe, acc, a: dict) -> Callable:
     """StableDiffusionPipeline (epsilon, v-prediction or sample U-Nets)."""
     unserved(a, *SD_UNSERVED)
-    plan, _ = plan_for(pipe.scheduler, a["num_inference_steps"], a["eta"])
+    plan = plan_for(pipe.scheduler, a["num_inference_steps"], a["eta"])
     unet = acc.model("unet", pipe.scheduler.config.get("prediction_type", "epsilon"))
     device = pipe._execution_device
     check_generator(a["generator"], plan, device)
@@ -105,7 +111,7 @@ class _WithAddedCond:
 def prepare_sdxl(pipe, acc, a: dict) -> Callable:
     """StableDiffusionXLPipeline: two text encoders, pooled text embeds and size/crop time ids."""
     unserved(a, *SD_UNSERVED, "denoising_end")
-    plan, _ = plan_for(pipe.scheduler, a["num_inference_steps"], a["eta"])
+    plan = plan_for(pipe.scheduler, a["num_inference_steps"], a["eta"])
     unet = acc.model("unet", pipe.scheduler.config.get("prediction_type", "epsilon"))
     device = pipe._execution_device
     generator = a["generator"]
@@ -186,7 +192,7 @@ def _decode_sdxl(pipe, acc, latents):
 
 def prepare_dit(pipe, acc, a: dict) -> Callable:
     """DiTPipeline: diffusers puts the conditional half first and uses label 1000 as the null class."""
-    plan, _ = plan_for(pipe.scheduler, a["num_inference_steps"])
+    plan = plan_for(pipe.scheduler, a["num_inference_steps"])
     dit = acc.model("transformer")
     scale, generator = a["guidance_scale"], a["generator"]
     cfg = scale > 1
@@ -206,7 +212,8 @@ def prepare_dit(pipe, acc, a: dict) -> Callable:
         shape = (len(labels), c.in_channels, c.sample_size, c.sample_size)
         noise = draw(shape, generator, device, pipe.transformer.dtype, None)
         y = torch.cat([torch.full_like(labels, 1000), labels]) if cfg else labels
-        latents = acc.loop(dit, noise, plan, (y,), scale if cfg else None, generator, pipe)
+        # diffusers' DiT loop steps its scheduler without the generator: step noise is global
+        latents = acc.loop(dit, noise, plan, (y,), scale if cfg else None, None, pipe)
         samples = acc.decode(pipe, 1 / pipe.vae.config.scaling_factor * latents, None)
         samples = (samples / 2 + 0.5).clamp(0, 1)
         if a["output_type"] != "pt":

@@ -84,8 +84,10 @@ class Acceleration:
             self.pipelines[key] = (model, Pipeline(denoise, sampler_for(pipe.scheduler)[1],
                                                    cuda_graph=self.cuda_graphs))
         progress = not getattr(pipe, "_progress_bar_config", {}).get("disable", False)
-        return self.pipelines[key][1].run(noise, plan, cond=cond, guidance_scale=guidance_scale, generator=generator,
-                                          progress=progress)
+        # contiguous: the step noise is drawn into a buffer of x's layout, in memory order, and
+        # diffusers draws it in logical order (img2img latents come channels-last from the VAE)
+        return self.pipelines[key][1].run(noise.contiguous(), plan, cond=cond, guidance_scale=guidance_scale,
+                                          generator=generator, progress=progress)
 
     def decode(self, pipe, z, generator):
         """Images in [-1, 1] from unscaled latents: fastdiff's VAE where it shares pipe.vae."""

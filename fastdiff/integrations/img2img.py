@@ -28,7 +28,7 @@ def prepare_sd_img2img(pipe, acc, a: dict) -> Callable:
     steps, strength = a["num_inference_steps"], a["strength"]
     pipe.check_inputs(a["prompt"], strength, None, a["negative_prompt"], a["prompt_embeds"],
                       a["negative_prompt_embeds"], callback_on_step_end_tensor_inputs=["latents"])
-    plan, _ = calls.plan_for(pipe.scheduler, steps, a["eta"])
+    plan = calls.plan_for(pipe.scheduler, steps, a["eta"])
     first = max(steps - min(int(steps * strength), steps), 0) * pipe.scheduler.order
     rows = tail(plan, first)
     unet = acc.model("unet", pipe.scheduler.config.get("prediction_type", "epsilon"))

@@ -118,3 +118,15 @@ def test_explain_says_what_runs_where(sd, capsys):
     _images(pipe)
     assert "last call: fastdiff's fused loop" in fastdiff.explain(pipe)
     assert "not accelerated" in fastdiff.explain(copy.deepcopy(sd))
+
+
+def test_a_failing_fused_run_falls_back_with_the_generator_as_it_was(sd):
+    plain, fast = copy.deepcopy(sd), fastdiff.accelerate(copy.deepcopy(sd))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("no kernel for this")
+    fast._fastdiff.loop = boom
+    want = _images(plain)
+    with pytest.warns(RuntimeWarning, match="RuntimeError: no kernel for this"):
+        got = _images(fast)
+    assert torch.equal(got, want)  # the prompt encoding ran, the draws did not move

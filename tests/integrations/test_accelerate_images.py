@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fastdiff
-from fastdiff.testing import assert_numerics
+from fastdiff.testing import assert_numerics, max_error
 
 diffusers = pytest.importorskip("diffusers")
 import tiny_pipelines  # noqa: E402
@@ -75,6 +75,12 @@ def dit():
     return _trio(tiny_pipelines.dit(diffusers.DDIMScheduler))
 
 
+# diffusers' Heun rounds its sigmas to float32, its float64 oracle run too, while fastdiff's plan
+# keeps them in float64: the 1e-7 difference, amplified by the correction's 1 / (2 sigma_next),
+# costs up to 3x the float32 error of diffusers' own run
+FACTOR = {diffusers.HeunDiscreteScheduler: 4.0}
+
+
 def _assert_same(pipes, scheduler, config, calls):
     for pipe in pipes:
         pipe.scheduler = scheduler.from_config({**pipe.scheduler.config, **config})
@@ -82,13 +88,15 @@ def _assert_same(pipes, scheduler, config, calls):
     for i, call in enumerate(calls):
         images = []
         for pipe in pipes:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), tiny_pipelines.float32_draws():
                 warnings.simplefilter("error", RuntimeWarning)  # a fallback fails the test
+                torch.manual_seed(i)  # what DiT's stochastic steps draw from
                 images.append(pipe(**call, generator=torch.Generator().manual_seed(i), output_type="pt").images)
         assert fast._fastdiff.last == "fastdiff's fused loop"
         want, want64, got = images
         assert got.shape == want.shape
-        assert_numerics(got, want, want64, name=f"call {i}")
+        assert max_error(want, want64) < 1e-4  # the oracle samples the same image
+        assert_numerics(got, want, want64, name=f"call {i}", factor=FACTOR.get(scheduler, 2.0))
 
 
 @pytest.mark.parametrize("case", list(SD_CASES))

@@ -1,12 +1,32 @@
 """Tiny random diffusers pipelines built from configs (no download): Stable Diffusion with a CLIP
 text encoder and a tokenizer whose vocabulary is written here, and a class-conditional DiT."""
+import contextlib
 import json
 import string
+from unittest import mock
 
 import torch
 
 diffusers = __import__("diffusers")
 transformers = __import__("transformers")
+
+
+_randn = torch.randn
+
+
+def _float32_draws(*shape, dtype=None, **kw):
+    if dtype == torch.float64:
+        return _randn(*shape, dtype=torch.float32, **kw).double()
+    return _randn(*shape, dtype=dtype, **kw)
+
+
+@contextlib.contextmanager
+def float32_draws():
+    """diffusers draws noise in the latents' dtype: inside this block a float64 pipeline (the
+    numerics rule's oracle) draws the values a float32 one does, widened, so it samples the same
+    image."""
+    with mock.patch.object(torch, "randn", _float32_draws):
+        yield
 
 
 def randomize(model: torch.nn.Module) -> torch.nn.Module:
