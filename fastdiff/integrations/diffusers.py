@@ -224,6 +224,8 @@ def explain(pipe) -> str:
     denoiser = PIPELINES[name][1]
     lines = [f"{name} accelerated by fastdiff"]
     lines += [_module_line(acc, slot) for slot in (denoiser, "vae")]
+    if name == "StableDiffusionImg2ImgPipeline":
+        lines.append("  the input image: diffusers' VAE encoder and scheduler.add_noise (on the same tensors)")
     lines += [f"  {slot}: {type(getattr(pipe, slot)).__name__} runs in transformers (fastdiff has no text encoder)"
               for slot in ("text_encoder", "text_encoder_2") if getattr(pipe, slot, None) is not None]
     try:

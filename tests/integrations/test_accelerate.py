@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import fastdiff
+from fastdiff.testing import assert_numerics
 
 diffusers = pytest.importorskip("diffusers")
 import tiny_pipelines  # noqa: E402
@@ -130,3 +131,15 @@ def test_a_failing_fused_run_falls_back_with_the_generator_as_it_was(sd):
     with pytest.warns(RuntimeWarning, match="RuntimeError: no kernel for this"):
         got = _images(fast)
     assert torch.equal(got, want)  # the prompt encoding ran, the draws did not move
+
+
+def test_triton_backend_on_the_smallest_case(sd):
+    """The Triton kernels (under the interpreter without a GPU) in the accelerated loop."""
+    plain, ref = copy.deepcopy(sd), copy.deepcopy(sd).to(torch.float64)
+    fast = fastdiff.accelerate(copy.deepcopy(sd), backend="triton")
+    assert "attention -> triton, group_norm -> triton, sampler_step -> triton" in fastdiff.explain(fast)
+    with tiny_pipelines.float32_draws():
+        want, want64, got = (_images(p, num_inference_steps=1, guidance_scale=3.0, height=8, width=8)
+                             for p in (plain, ref, fast))
+    assert fast._fastdiff.last == "fastdiff's fused loop"
+    assert_numerics(got, want, want64)

@@ -115,6 +115,7 @@ def test_stable_diffusion_img2img(img2img, case):
              dict(prompt=["abc", "xyz"], image=torch.rand(2, 3, 24, 32, generator=g), strength=0.8,
                   guidance_scale=1.0, num_inference_steps=4)]
     _assert_same(img2img, scheduler, config, [{**c, **call} for c in calls])
+    assert "the input image: diffusers' VAE encoder" in fastdiff.explain(img2img[2])
 
 
 @pytest.mark.parametrize("case", ["ddim", "euler_a", "dpmpp_2m_karras_v"])
