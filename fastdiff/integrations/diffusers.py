@@ -112,28 +112,28 @@ def _call(self, *args, **kwargs):
     bound = inspect.signature(base.__call__).bind(self, *args, **kwargs)
     bound.apply_defaults()
     a = {"kwargs": {}, **{k: v for k, v in bound.arguments.items() if k != "self"}}
-    try:
-        run = PIPELINES[base.__name__][0](self, acc, a)
-    except NotAccelerated as why:
-        return _fall_back(acc, str(why), args, kwargs)
     generator = a.get("generator")
     saved = generator.get_state() if isinstance(generator, torch.Generator) else None
     try:
+        run = PIPELINES[base.__name__][0](self, acc, a)
         with acc.backend_context():
             out = run()
-    except Exception as e:  # diffusers' own loop may still serve the call: it decides
+    except NotAccelerated as why:
+        return _fall_back(self, str(why), args, kwargs)
+    except Exception as e:  # diffusers' own call may still serve it (or raise its own error)
         if saved is not None:
             generator.set_state(saved)
-        return _fall_back(acc, f"{type(e).__name__}: {e}".splitlines()[0], args, kwargs)
+        return _fall_back(self, f"{type(e).__name__}: {e}".splitlines()[0], args, kwargs)
     acc.last = "fastdiff's fused loop"
     return out
 
 
-def _fall_back(acc: Acceleration, why: str, args, kwargs):
+def _fall_back(pipe, why: str, args, kwargs):
+    acc: Acceleration = pipe._fastdiff
     acc.last = f"diffusers' loop ({why})"
     warnings.warn(f"fastdiff.accelerate: {acc.base.__name__} call not accelerated ({why}); running diffusers' "
                   "own loop", RuntimeWarning, stacklevel=3)
-    return acc.base.__call__(acc.pipe, *args, **kwargs)
+    return acc.base.__call__(pipe, *args, **kwargs)
 
 
 def _accelerated_class(base: type) -> type:
