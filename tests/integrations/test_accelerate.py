@@ -143,3 +143,19 @@ def test_triton_backend_on_the_smallest_case(sd):
                              for p in (plain, ref, fast))
     assert fast._fastdiff.last == "fastdiff's fused loop"
     assert_numerics(got, want, want64)
+
+
+@pytest.mark.parametrize("scheduler,guidance,why", [
+    (diffusers.EulerDiscreteScheduler, 1.0, "scales the model input"),
+    (diffusers.DDPMScheduler, 4.0, "a stochastic sampler under guidance"),
+])
+def test_dit_calls_it_does_not_reproduce_run_diffusers_loop(scheduler, guidance, why):
+    plain = tiny_pipelines.dit(scheduler)
+    fast = fastdiff.accelerate(copy.deepcopy(plain))
+    images = []
+    for pipe in (plain, fast):
+        torch.manual_seed(0)
+        images.append(pipe([4, 7], guidance_scale=guidance, num_inference_steps=2, output_type="pt",
+                           generator=torch.Generator().manual_seed(0)).images)
+    assert why in fast._fastdiff.last
+    assert torch.equal(*images)
