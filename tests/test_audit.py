@@ -16,7 +16,8 @@ import pytest
 from fastdiff import audit
 from fastdiff.audit import ARCHS, cuda_audit, report, triton_audit, workloads
 
-pytestmark = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton")
+# compiles for GPUs: minutes on 2 cores with a cold cache
+pytestmark = [pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs triton"), pytest.mark.slow]
 
 MODELS = ("sd15", "dit-xl2-256", "vae-512")  # SD1.5's U-Net, DiT-XL/2, the SD VAE decoder
 ARCHS_CHECKED = ("sm_80", "sm_90a")           # every threshold

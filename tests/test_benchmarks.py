@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # runs the benchmark scripts
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 SCRIPTS = tuple(sorted(p.stem for p in BENCH.glob("*.py") if p.stem != "common"))
 

@@ -9,6 +9,8 @@ from fastdiff import ops
 from fastdiff._layout import output_format
 from fastdiff.testing import fused_qkv, randn, strided
 
+pytestmark = pytest.mark.slow  # every op x backend x layout x dtype through opcheck and torch.compile
+
 BACKENDS = ["torch", "triton"]  # triton under the interpreter on the CPU
 DTYPES = [torch.float32, torch.float16]
 
