@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # On a GPU machine: build fastdiff (with fastdiff._C), then run the stages named as arguments, in
 # the order given; with none, all of them in this order:
-#   tests-ops     tests/ops, tests/csrc and tests/test_backends.py, the GPU ones included
+#   tests-ops     tests/ops, tests/csrc and tests/test_backends.py, the GPU ones included, and the
+#                 opcheck matrix (marked slow) on the GPU's tensors
 #   tests-models  the other tests (tests/models, tests/sampling, tests/training)
 #   sanitize      compute-sanitizer: memcheck and racecheck over the C++ example program, memcheck
 #                 over the op tests of the cuda backend
 #   ops           the op benchmarks, then record_auto.py (the measured backend orders, for auto)
 #   models        bench_models.py, whose auto rows use the orders that ops recorded
 #   sampling      bench_sampling.py
+#   pipeline      bench_pipeline.py: diffusers eager, torch.compile and fastdiff.accelerate
 # `tests` names both test stages. Where commands are time-limited, name one stage per call: each
 # is meant to fit in ten minutes. Tests run without -x: every failure is reported.
 #
@@ -23,7 +25,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
-ALL="tests-ops tests-models sanitize ops models sampling"
+ALL="tests-ops tests-models sanitize ops models sampling pipeline"
 STAGES=""
 for stage in ${*:-$ALL}; do
     case $stage in
@@ -104,7 +106,9 @@ tests() {  # tests PATH...: pytest without -x, so that one failure does not hide
 run_stage() {  # in a subshell (piped to tee): returns the stage's own status
     status=0
     case $1 in
-        tests-ops) tests tests/ops tests/csrc tests/test_backends.py ;;
+        tests-ops)
+            tests tests/ops tests/csrc tests/test_backends.py
+            python3 -m pytest -q --durations=5 tests/ops/test_opcheck.py || status=1 ;;
         tests-models)
             diffusers_or_skip tests-models "tests/models/test_dit.py, test_unet.py and test_vae.py," \
                 "tests/sampling/test_vs_diffusers.py and the diffusers comparisons in test_schedules.py are skipped"
@@ -123,6 +127,12 @@ run_stage() {  # in a subshell (piped to tee): returns the stage's own status
         sampling)
             if diffusers_or_skip sampling "every row of bench_sampling.py needs it, so none runs"; then
                 python3 benchmarks/bench_sampling.py || status=1
+            else
+                status=1
+            fi ;;
+        pipeline)
+            if diffusers_or_skip pipeline "every row of bench_pipeline.py needs it, so none runs"; then
+                python3 benchmarks/bench_pipeline.py || status=1
             else
                 status=1
             fi ;;
