@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from PIL import Image
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
@@ -24,6 +25,7 @@ def readme_example() -> str:
     return found[0]
 
 
+@pytest.mark.slow
 def test_readme_python_example_runs(tmp_path):
     code = readme_example()
     assert "from_pretrained(" in code and len(code.strip().splitlines()) <= 16

@@ -132,6 +132,7 @@ def test_a_mistake_as_a_process(tmp_path):
     assert _files(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_debug_shows_the_traceback(tmp_path):
     code, _, err = fastdiff("sample", "--steps", "0", "--debug", cwd=tmp_path)
     assert code != 0 and "Traceback" in err and "UsageError: --steps 0" in err

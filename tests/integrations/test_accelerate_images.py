@@ -13,6 +13,8 @@ import torch
 import fastdiff
 from fastdiff.testing import assert_numerics, max_error
 
+pytestmark = pytest.mark.slow  # every scheduler at two sizes against float64 pipelines
+
 diffusers = pytest.importorskip("diffusers")
 import tiny_pipelines  # noqa: E402
 

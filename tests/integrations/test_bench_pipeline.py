@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the benchmark script
+
 pytest.importorskip("diffusers")
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_pipeline.py"
 

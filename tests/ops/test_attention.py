@@ -123,6 +123,7 @@ def test_triton_attention_plan_asks_the_compiled_kernel(monkeypatch):
     assert len(asked) == 3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 def test_attention_4097_queries_cross(backend):
     _check(backend, 1, 4097, 77, 1, 40, torch.float32, scale=0.2)
