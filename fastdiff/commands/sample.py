@@ -40,6 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="unet or dit (the built-in models), a folder written by fastdiff train (or its unet or dit "
                         ".safetensors file), a diffusers DiT or DiT pipeline folder with its VAE in vae/, or a DiT "
                         "checkpoint file with vae/ beside it; default: the built-in unet")
+    p.add_argument("--pipeline", default=None, metavar="DIR",
+                   help="a local diffusers pipeline folder (StableDiffusion, StableDiffusionXL or DiT), sampled with "
+                        "its own scheduler through fastdiff.accelerate; instead of --model")
     p.add_argument("--class-label", type=int, nargs="+", default=None, metavar="N",
                    help="class labels of a class-conditional model instead of prompts, one row each" + _classes_help())
     p.add_argument("--sampler", default=None, metavar="NAME",
@@ -145,6 +148,8 @@ def run(args) -> int:
     out = checks.image_path("--out", args.out)
     device = checks.device("--device", args.device)
     backend = checks.backend("--backend", args.backend, device)
+    if args.pipeline is not None:
+        return _run_pipeline(args, n, cols, out, device, backend)
     source = model_source.resolve(args.model)
     _check_steps(sampler or source.sampler, args.steps)
     items = _items(args, source)
@@ -159,5 +164,32 @@ def run(args) -> int:
     with ops.use_backend(backend, fallback=True):
         images = model.generate(rows, sampler=sampler, steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
                                 device=device, progress=not args.quiet, cuda_graph=not args.no_graph)
+    print(save_image(images, out, cols=cols, scale=args.scale))
+    return 0
+
+
+def _run_pipeline(args, n: int, cols: int, out, device, backend: str) -> int:
+    from ..sampling.images import save_image
+    from . import pipeline
+
+    if args.model is not None:
+        raise UsageError("--pipeline: pass --model or --pipeline, not both")
+    if args.sampler is not None:
+        raise UsageError("--sampler: a pipeline samples with its own scheduler (DIR/scheduler); drop --sampler")
+    name = pipeline.check_folder("--pipeline", args.pipeline)
+    if name in pipeline.CLASSES:
+        if args.prompt or args.class_label is None:
+            raise UsageError(f"--class-label: a {name} is class-conditional; pass --class-label N instead of prompts")
+        items = list(args.class_label)
+    else:
+        if args.class_label is not None:
+            raise UsageError(f"--class-label: a {name} takes prompts, not class labels")
+        items = list(args.prompt) or [""]
+    import torch
+
+    torch.set_num_threads(args.threads)
+    pipe = pipeline.load(args.pipeline, device, backend, not args.no_graph, args.quiet)
+    rows = [item for item in items for _ in range(n)]
+    images = pipeline.generate(pipe, rows, steps=args.steps, guidance_scale=args.cfg, seed=args.seed, device=device)
     print(save_image(images, out, cols=cols, scale=args.scale))
     return 0
