@@ -103,6 +103,14 @@ tests() {  # tests PATH...: pytest without -x, so that one failure does not hide
     python3 -m pytest -q -m "not slow" --durations=5 "$@" || status=1
 }
 
+diffusers_bench() {  # diffusers_bench STAGE SCRIPT: a benchmark every row of which needs diffusers
+    if diffusers_or_skip "$1" "every row of $2 needs it, so none runs"; then
+        python3 "benchmarks/$2" || status=1
+    else
+        status=1
+    fi
+}
+
 run_stage() {  # in a subshell (piped to tee): returns the stage's own status
     status=0
     case $1 in
@@ -124,18 +132,8 @@ run_stage() {  # in a subshell (piped to tee): returns the stage's own status
             diffusers_or_skip models "no 'diffusers eager' or 'diffusers + torch.compile' rows, and fastdiff runs" \
                 "its presets' random weights, compared with fastdiff on its torch backend"
             python3 benchmarks/bench_models.py || status=1 ;;
-        sampling)
-            if diffusers_or_skip sampling "every row of bench_sampling.py needs it, so none runs"; then
-                python3 benchmarks/bench_sampling.py || status=1
-            else
-                status=1
-            fi ;;
-        pipeline)
-            if diffusers_or_skip pipeline "every row of bench_pipeline.py needs it, so none runs"; then
-                python3 benchmarks/bench_pipeline.py || status=1
-            else
-                status=1
-            fi ;;
+        sampling) diffusers_bench sampling bench_sampling.py ;;
+        pipeline) diffusers_bench pipeline bench_pipeline.py ;;
     esac
     return $status
 }
