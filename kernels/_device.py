@@ -47,7 +47,9 @@ def shared_memory_of(t) -> int:
 
 def compiled_shared_memory(t, kernel, args, kwargs):
     """The shared memory (bytes) the kernel takes compiled for these arguments on t's GPU; None off
-    a GPU, where nothing compiles. Triton caches the compile, so the launch that follows reuses it."""
+    a GPU, where nothing compiles, or when Triton compiles in the background (then the launch finds
+    out). Triton caches the compile, so the launch that follows reuses it."""
     if not t.is_cuda:
         return None
-    return kernel.warmup(*args, grid=(1,), **kwargs).metadata.shared
+    compiled = kernel.warmup(*args, grid=(1,), **kwargs)
+    return None if compiled is None else compiled.metadata.shared
