@@ -40,25 +40,28 @@ def grid(q_tiles: int, batch_heads: int):
 
 
 @triton.jit
-def _load(base, rows, stride, ok, C0: tl.constexpr, W: tl.constexpr, D: tl.constexpr):
-    """Columns C0 .. C0 + W of the given rows; a column mask only where the chunk passes D."""
+def _chunk(base, rows, stride, ok, C0: tl.constexpr, W: tl.constexpr, D: tl.constexpr):
+    """Pointers to columns C0 .. C0 + W of the given rows, and their mask: the rows only, unless the
+    chunk passes D (a column mask would hide the rows' alignment from the compiler)."""
     cols = C0 + tl.arange(0, W)
     ptrs = base + rows.to(tl.int64)[:, None] * stride + cols[None, :]
     if C0 + W <= D:
-        tile = tl.load(ptrs, mask=ok[:, None], other=0.0)
+        mask = ok[:, None]
     else:
-        tile = tl.load(ptrs, mask=ok[:, None] & (cols < D)[None, :], other=0.0)
-    return tile
+        mask = ok[:, None] & (cols < D)[None, :]
+    return ptrs, mask
+
+
+@triton.jit
+def _load(base, rows, stride, ok, C0: tl.constexpr, W: tl.constexpr, D: tl.constexpr):
+    ptrs, mask = _chunk(base, rows, stride, ok, C0, W, D)
+    return tl.load(ptrs, mask=mask, other=0.0)
 
 
 @triton.jit
 def _store(base, rows, stride, ok, tile, C0: tl.constexpr, W: tl.constexpr, D: tl.constexpr):
-    cols = C0 + tl.arange(0, W)
-    ptrs = base + rows.to(tl.int64)[:, None] * stride + cols[None, :]
-    if C0 + W <= D:
-        tl.store(ptrs, tile, mask=ok[:, None])
-    else:
-        tl.store(ptrs, tile, mask=ok[:, None] & (cols < D)[None, :])
+    ptrs, mask = _chunk(base, rows, stride, ok, C0, W, D)
+    tl.store(ptrs, tile, mask=mask)
 
 
 @triton.jit
@@ -165,6 +168,13 @@ def configs(head_dim: int, seq_q: int, seq_k: int, itemsize: int):
             return
 
 
+def estimated_shared_memory(config, width: int, itemsize: int) -> int:
+    """The resident Q tile and the pipelined K and V tiles of a config, in bytes (the compiler's
+    scratch comes on top)."""
+    block_m, block_n, _, stages = config
+    return itemsize * width * (block_m + 2 * stages * block_n)
+
+
 def alignment(itemsize: int, strides) -> int:
     """The largest power-of-two element count, up to 16 bytes, that divides every stride."""
     align = 16 // itemsize
@@ -177,16 +187,15 @@ _PLANS: dict = {}  # (shared memory limit, dtype, head dim, queries or 129, keys
 
 
 def _plan(q, head_dim, sq, sk, align, launch):
-    """The first config whose tiles fit the device's opt-in shared memory: estimated (Q tile plus the
-    pipelined K and V tiles), then, on a GPU, as the kernel compiled for the launch reports it."""
+    """The first config whose tiles fit the device's opt-in shared memory: estimated, then, on a GPU,
+    as the kernel compiled for the launch reports it."""
     limit = shared_memory_of(q)
     key = (limit, q.dtype, head_dim, min(sq, 129), min(sk, 129), align)
     plan = _PLANS.get(key)
     if plan is None:
         width = sum(chunks(head_dim))
         for plan in configs(head_dim, sq, sk, q.element_size()):
-            block_m, block_n, _, stages = plan
-            if q.element_size() * width * (block_m + 2 * stages * block_n) > limit:
+            if estimated_shared_memory(plan, width, q.element_size()) > limit:
                 continue
             _, args, kwargs = launch(plan)
             used = compiled_shared_memory(q, _attention_kernel, args, kwargs)

@@ -96,14 +96,17 @@ def _pointers(args):
             for a in args]
 
 
+def _pointer_kwargs(kwargs: dict) -> dict:
+    return dict(zip(kwargs, _pointers(kwargs.values())))
+
+
 class _Recorder:
     def __init__(self, label, fn, launches):
         self.label, self.fn, self.launches = label, fn, launches
 
     def __getitem__(self, grid):
         def launch(*args, **kwargs):
-            kwargs = dict(zip(kwargs, _pointers(kwargs.values())))
-            self.launches.append((self.label, self.fn, tuple(grid), _pointers(args), kwargs))
+            self.launches.append((self.label, self.fn, tuple(grid), _pointers(args), _pointer_kwargs(kwargs)))
         return launch
 
 
@@ -149,7 +152,7 @@ def launches(w: Workload, arch: Arch, compiler: "Compiler") -> list:
     recorded: list = []
 
     def compiled_shared_memory(_t, kernel, args, kwargs):
-        result = compiler(kernel.fn, _pointers(args), dict(zip(kwargs, _pointers(kwargs.values()))), arch)
+        result = compiler(kernel.fn, _pointers(args), _pointer_kwargs(kwargs), arch)
         return result.get("smem")  # None on a compile error, which the launch's row then reports
 
     # the device facts a launch asks its GPU for: those of the target

@@ -99,7 +99,7 @@ def test_triton_attention_configs_fit_shared_memory(d, sk):
     at = pytest.importorskip("fastdiff._triton.attention")
     width = sum(at.chunks(d))
     for budget in (232448, 166912, 101376):  # opt-in maxima of sm_90, sm_80, sm_86/89
-        fits = [c for c in at.configs(d, 4096, sk, 2) if 2 * width * (c[0] + 2 * c[3] * c[1]) <= budget]
+        fits = [c for c in at.configs(d, 4096, sk, 2) if at.estimated_shared_memory(c, width, 2) <= budget]
         assert fits and fits[-1] == (16, 16, fits[-1][2], 1)
 
 
