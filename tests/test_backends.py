@@ -124,7 +124,7 @@ def test_a_backend_that_cannot_load_says_why(monkeypatch):
 
 
 def test_every_op_and_backend_is_registered_once():
-    assert tuple(backends.OPS) == ("attention", "group_norm", "cfg_combine", "sampler_step")
+    assert tuple(backends.OPS) == ("attention", "group_norm", "cfg_combine", "sampler_step", "adaln", "qk_norm_rope")
     assert tuple(backends.BACKENDS) == backends.NAMES
     for op in backends.OPS.values():
         assert op.fn is getattr(ops, op.name) and op.auto_order[-1] == "torch"

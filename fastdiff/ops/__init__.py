@@ -7,6 +7,8 @@ from ..backends import use_backend
 from .attention import attention
 from .group_norm import group_norm
 from .guidance import cfg_combine, sampler_step
+from .adaln import adaln
+from .qk_norm_rope import qk_norm_rope
 
 
 def explain(op, *args, **kwargs) -> str:
@@ -20,4 +22,4 @@ def explain(op, *args, **kwargs) -> str:
     return backends.explain_inputs(name, backends.OPS[name].describe(*args, **kwargs))
 
 
-__all__ = ["attention", "group_norm", "cfg_combine", "sampler_step", "use_backend", "explain"]
+__all__ = ["attention", "group_norm", "cfg_combine", "sampler_step", "adaln", "qk_norm_rope", "use_backend", "explain"]

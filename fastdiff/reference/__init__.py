@@ -2,5 +2,7 @@
 from .attention import attention
 from .group_norm import group_norm
 from .guidance import cfg_combine, sampler_step
+from .adaln import adaln
+from .qk_norm_rope import qk_norm_rope
 
-__all__ = ["attention", "group_norm", "cfg_combine", "sampler_step"]
+__all__ = ["attention", "group_norm", "cfg_combine", "sampler_step", "adaln", "qk_norm_rope"]

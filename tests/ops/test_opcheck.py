@@ -96,6 +96,26 @@ def test_attention_opcheck(backend, dtype, layout):
     _opcheck(backend, torch.ops.fastdiff.attention.default, (q, k, v, 0.3))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("gated", [False, True])
+def test_adaln_opcheck(backend, dtype, gated):
+    x, mod = _make((2, 5, 8), dtype), _make((2, 48), dtype)  # shift, scale, gate: chunks of one projection
+    gate, residual = (mod[:, 16:24], strided(_make((2, 5, 8), dtype), 1)) if gated else (None, None)
+    _opcheck(backend, torch.ops.fastdiff.adaln.default, (x, mod[:, :8], mod[:, 8:16], gate, residual, 1e-6))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("rope", [False, True])
+def test_qk_norm_rope_opcheck(backend, dtype, rope):
+    q, k, _ = fused_qkv(2, 5, 3, 8, dtype, "cuda" if torch.cuda.is_available() else "cpu")
+    w = randn((8,), torch.float32, q.device)
+    angles = torch.rand(5, 8, device=q.device)
+    cos, sin = (angles.cos(), angles.sin()) if rope else (None, None)
+    _opcheck(backend, torch.ops.fastdiff.qk_norm_rope.default, (q, k, w, w, cos, sin, 1e-6))
+
+
 # --- torch.compile: floats that change between calls, two shapes ------------------------------
 
 CALLS = {  # op: fn(x, s) with s a Python float, x of shape (N, 4, H, W)
@@ -104,6 +124,11 @@ CALLS = {  # op: fn(x, s) with s a Python float, x of shape (N, 4, H, W)
     "sampler_step": lambda x, s: ops.sampler_step(x, torch.cat([x, x * s]), [s, 1 - s, 0.5, s, 0.0, 0.0],
                                                   guidance_scale=s + 1.0)[0],
     "attention": lambda x, s: ops.attention(*(x.reshape(x.shape[0], -1, 1, 16),) * 3, scale=s),
+    "adaln": lambda x, s: ops.adaln(x.flatten(2), x[:, 0].flatten(1), x[:, 1].flatten(1) * s, eps=s * 1e-6),
+    # (N, 4, 1, HW) q and k, normalized and rotated in place
+    "qk_norm_rope": lambda x, s: torch.cat(ops.qk_norm_rope(
+        x.flatten(2)[:, :, None] * 1.0, x.flatten(2)[:, :, None] * s, x[0, 0].flatten(), x[0, 1].flatten(),
+        x[0].flatten(1).cos(), x[0].flatten(1).sin(), eps=s * 1e-6)),
 }
 
 

@@ -75,7 +75,7 @@ def _runs_here(backend: str, op: str, support: backends.OpSupport) -> bool:
 
 
 def _ops_and_limits():
-    for op in ("attention", "group_norm", "cfg_combine", "sampler_step"):
+    for op in ("attention", "group_norm", "cfg_combine", "sampler_step", "adaln", "qk_norm_rope"):
         for limit in ATTENTION_LIMITS if op == "attention" else ("dtype",):
             yield op, limit
 
