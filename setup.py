@@ -1,6 +1,8 @@
-"""Build: kernels/ installs as fastdiff._triton; csrc/ compiles into fastdiff._C when nvcc is found.
+"""Build: kernels/ installs as fastdiff._triton; csrc/ compiles into fastdiff._C when nvcc is found,
+and into fastdiff._C_host (the same kernels for the CPU, csrc/host) when a C++17 compiler is.
 
 FASTDIFF_BUILD_CUDA=auto|0|1   auto builds fastdiff._C if nvcc is found, 1 requires it, 0 skips it.
+FASTDIFF_BUILD_HOST=auto|0|1   the same for fastdiff._C_host and the C++ compiler ($CXX or c++).
 FASTDIFF_CUDA_ARCHS="80;90a"   the SM architectures to compile for (semicolon or comma separated);
                                the default, the sources and the flags are csrc/build.json's.
 
@@ -32,22 +34,19 @@ def csrc_build():
     return module
 
 
-def ninja_bin():
-    try:
-        import ninja
-        return os.path.join(ninja.BIN_DIR, "ninja")
-    except ImportError:
-        return shutil.which("ninja")
-
-
 class BuildCuda(build_ext):
-    """Compiles fastdiff._C with nvcc and ninja (all sources in parallel)."""
+    """Compiles fastdiff._C with nvcc and fastdiff._C_host with the C++ compiler, each with ninja (all
+    sources in parallel)."""
 
     def build_extension(self, ext):
+        if ext.name == "fastdiff._C_host":
+            out = os.path.abspath(self.get_ext_fullpath(ext.name))
+            os.makedirs(os.path.dirname(out), exist_ok=True)
+            return csrc_build().build_host(os.path.join(self.build_temp, "csrc_host"), {out: {}})
         if ext.name != "fastdiff._C":
             return super().build_extension(ext)
         b = csrc_build()
-        nvcc, ninja = b.find_nvcc(), ninja_bin()
+        nvcc, ninja = b.find_nvcc(), b.ninja_bin()
         if not nvcc or not ninja:
             raise RuntimeError(f"fastdiff: building fastdiff._C needs nvcc and ninja (nvcc={nvcc}, ninja={ninja})")
         cuda_home = b.cuda_home(nvcc)
@@ -108,12 +107,26 @@ def cuda_extensions():
     return [Extension("fastdiff._C", sources=[])]
 
 
+def host_extensions():
+    mode = os.environ.get("FASTDIFF_BUILD_HOST", "auto").lower()
+    if mode not in ("auto", "0", "1"):
+        sys.exit(f"fastdiff: FASTDIFF_BUILD_HOST must be auto, 0 or 1, got {mode!r}")
+    if mode == "0" or not os.path.exists(BUILD_PY):
+        return []
+    if csrc_build().find_cxx() is None:
+        if mode == "1":
+            sys.exit("fastdiff: FASTDIFF_BUILD_HOST=1 but no C++ compiler was found (set CXX)")
+        print("fastdiff: no C++ compiler found, building without fastdiff._C_host (no CUDA emulation)")
+        return []
+    return [Extension("fastdiff._C_host", sources=[])]
+
+
 setup(
     packages=find_packages(include=["fastdiff", "fastdiff.*"]) + ["fastdiff._triton"],
     package_dir={"fastdiff": "fastdiff", "fastdiff._triton": "kernels"},
     # The built-in default models ship with the package.
     package_data={"fastdiff": ["measured.json"],
                   "fastdiff.builtin": ["weights/*.safetensors", "weights/*.csv", "weights/*.json"]},
-    ext_modules=cuda_extensions(),
+    ext_modules=cuda_extensions() + host_extensions(),
     cmdclass={"build_ext": BuildCuda},
 )

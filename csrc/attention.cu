@@ -16,6 +16,7 @@
 
 #include <cmath>
 
+#include "device.cuh"
 #include "dtype.cuh"
 #include "fastdiff/attention.h"
 #include "launch.cuh"
@@ -30,28 +31,15 @@ constexpr int kSub = 32;                        // keys per softmax step
 constexpr int kBlocksPerSM = 2;
 constexpr int64_t kMaxGridX = (int64_t(1) << 31) - 1, kMaxGridY = 65535;
 
+// Two fp32 values as one register of T pairs, the lower index in the lower 16 bits.
 template <typename T> struct Mma;
 template <> struct Mma<__half> {
-  __device__ static void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
   __device__ static uint32_t pack(float lo, float hi) {
     __half2 h = __floats2half2_rn(lo, hi);
     return *reinterpret_cast<uint32_t*>(&h);
   }
 };
 template <> struct Mma<__nv_bfloat16> {
-  __device__ static void run(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-  }
   __device__ static uint32_t pack(float lo, float hi) {
     __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
     return *reinterpret_cast<uint32_t*>(&h);
@@ -91,7 +79,7 @@ template <typename T, int DP> __global__ void __launch_bounds__(kWarps * 32)
                      int heads, int seq_q, int seq_k, int head_dim, Strides3 qs, Strides3 ks, Strides3 vs,
                      float scale_log2, int chunk, int q_tiles, int64_t blocks, bool vec) {
   constexpr int QP = DP + 8;  // row pitches padded by 16 bytes: fragment reads hit distinct banks
-  extern __shared__ float4 smem[];
+  float4* smem = dynamic_smem();
   const int kp = DP + 8, vp = chunk + 8;
   T* Qs = reinterpret_cast<T*>(smem);
   T* Ks = Qs + kRows * QP;
@@ -131,7 +119,7 @@ template <typename T, int DP> __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int nt = 0; nt < kSub / 8; ++nt) {
           const T* kr = Ks + (k0 + nt * 8 + g) * kp + kk * 16 + 2 * t;
-          Mma<T>::run(s[nt], qa[kk], word(kr), word(kr + 8));
+          mma_m16n8k16<T>(s[nt], qa[kk], word(kr), word(kr + 8));
         }
       // Scale into log2 units, mask keys past seq_k, and update the running max and sum per row
       // (row g in s[.][0..1], row g + 8 in s[.][2..3]; a row's values span the 4 lanes of a quad).
@@ -173,7 +161,7 @@ template <typename T, int DP> __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int nd = 0; nd < DP / 8; ++nd) {
           const T* vr = Vt + (nd * 8 + g) * vp + k0 + kk * 16 + 2 * t;
-          Mma<T>::run(o[nd], pa, word(vr), word(vr + 8));
+          mma_m16n8k16<T>(o[nd], pa, word(vr), word(vr + 8));
         }
       }
     }
@@ -226,10 +214,8 @@ Status launch(const AttentionArgs& a, Strides3 qs, Strides3 ks, Strides3 vs, flo
   const int64_t rows = (blocks + kMaxGridX - 1) / kMaxGridX;  // grid y
   if (rows > kMaxGridY) return Status::invalid("batch x heads x ceil(seq_q / 64) must be at most 65535 x (2^31 - 1)");
   const dim3 grid(unsigned((blocks + rows - 1) / rows), unsigned(rows));
-  kernel<<<grid, kWarps * 32, smem, stream>>>(q, k, v, out, int(a.heads), int(a.seq_q), int(a.seq_k), int(a.head_dim),
-                                              qs, ks, vs, scale * 1.4426950408889634f, int(chunk), int(q_tiles), blocks,
-                                              vec);
-  return last_launch();
+  return launch_kernel(kernel, grid, kWarps * 32, smem, stream, q, k, v, out, int(a.heads), int(a.seq_q), int(a.seq_k),
+                       int(a.head_dim), qs, ks, vs, scale * 1.4426950408889634f, int(chunk), int(q_tiles), blocks, vec);
 }
 
 // Launches the kernel of the smallest padded head dim that holds head_dim.

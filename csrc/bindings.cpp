@@ -1,6 +1,7 @@
-// fastdiff._C: the CUDA kernels for Python. Takes integers for device pointers and the stream,
-// tuples for shapes and strides, and an int dtype code; never links libtorch. A failed call
-// raises RuntimeError naming the op and carrying the CUDA message.
+// fastdiff._C: the CUDA kernels for Python (fastdiff._C_host: the same kernels built for the CPU by
+// csrc/host). Takes integers for device pointers and the stream, tuples for shapes and strides,
+// and an int dtype code; never links libtorch. A failed call raises RuntimeError naming the op and
+// carrying the CUDA message.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
@@ -43,7 +44,11 @@ Strides3 strides_of(py::sequence s, const char* op) {
 
 }  // namespace
 
-PYBIND11_MODULE(_C, m) {
+#ifndef FASTDIFF_MODULE
+#define FASTDIFF_MODULE _C
+#endif
+
+PYBIND11_MODULE(FASTDIFF_MODULE, m) {
   m.doc() = "fastdiff CUDA kernels (raw pointers, shapes, strides, dtype codes, streams)";
 
   // The C++ API's version, and what the attention kernel can run (its capability).

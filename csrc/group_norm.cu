@@ -15,6 +15,7 @@
 // from that copy. Large groups: a stats kernel reduces fixed-size chunks of every group into an
 // fp32 workspace (count, mean, M2 per chunk), and a normalize kernel merges a group's partials
 // and normalizes its chunk, so every SM has work even for a batch of one.
+#include "device.cuh"
 #include "dtype.cuh"
 #include "fastdiff/group_norm.h"
 #include "launch.cuh"
@@ -139,7 +140,7 @@ template <typename T, int V> __device__ __forceinline__ void load(const T* p, fl
 template <typename T, typename W, int V, bool CL> __global__ void __launch_bounds__(kOnChipMaxThreads)
     group_norm_on_chip(const T* __restrict__ x, T* __restrict__ y, const W* __restrict__ weight,
                        const W* __restrict__ bias, int64_t c, int64_t spatial, int64_t groups, float eps, bool silu) {
-  extern __shared__ float4 smem[];
+  float4* smem = dynamic_smem();
   const Group grp = Group::of<CL>(blockIdx.x, c, spatial, groups, V);
   const uint32_t nvec = uint32_t(c / groups * spatial / V);
   float* scale = reinterpret_cast<float*>(smem);
@@ -188,7 +189,7 @@ template <typename T, typename W, int V, bool CL> __global__ void __launch_bound
     group_norm_apply(const T* __restrict__ x, T* __restrict__ y, const Welford* __restrict__ partial,
                      const W* __restrict__ weight, const W* __restrict__ bias, int64_t c, int64_t spatial,
                      int64_t groups, int chunks, float eps, bool silu) {
-  extern __shared__ float4 smem[];
+  float4* smem = dynamic_smem();
   const int64_t group = blockIdx.x / chunks;
   const Group grp = Group::of<CL>(group, c, spatial, groups, V);
   float* scale = reinterpret_cast<float*>(smem);
@@ -242,22 +243,20 @@ Status launch(const GroupNormArgs& a, const DeviceLimits& dev, cudaStream_t stre
     auto kernel = group_norm_on_chip<T, W, V, CL>;
     Status st = allow_dynamic_smem(kernel, smem, dev);
     if (!st.ok()) return st;
-    kernel<<<unsigned(a.n * a.groups), threads, smem, stream>>>(x, y, weight, bias, a.c, a.spatial, a.groups, a.eps,
-                                                                silu);
-    return last_launch();
+    return launch_kernel(kernel, unsigned(a.n * a.groups), threads, smem, stream, x, y, weight, bias, a.c, a.spatial,
+                         a.groups, a.eps, silu);
   }
   const int chunks = int(chunks_of(elems));
   const unsigned blocks = unsigned(a.n * a.groups * chunks);
   auto partial = static_cast<Welford*>(a.workspace);
-  group_norm_stats<T, V, CL><<<blocks, kSplitThreads, 0, stream>>>(x, partial, a.c, a.spatial, a.groups, chunks);
-  Status st = last_launch();
+  Status st = launch_kernel(group_norm_stats<T, V, CL>, blocks, kSplitThreads, 0, stream, x, partial, a.c, a.spatial,
+                            a.groups, chunks);
   if (!st.ok()) return st;
   auto apply = group_norm_apply<T, W, V, CL>;
   st = allow_dynamic_smem(apply, size_t(affine_bytes), dev);
   if (!st.ok()) return st;
-  apply<<<blocks, kSplitThreads, size_t(affine_bytes), stream>>>(x, y, partial, weight, bias, a.c, a.spatial, a.groups,
-                                                                 chunks, a.eps, silu);
-  return last_launch();
+  return launch_kernel(apply, blocks, kSplitThreads, size_t(affine_bytes), stream, x, y, partial, weight, bias, a.c,
+                       a.spatial, a.groups, chunks, a.eps, silu);
 }
 
 }  // namespace

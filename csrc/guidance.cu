@@ -84,11 +84,9 @@ Status cfg_combine(const void* uncond, const void* cond, void* out, int64_t n, D
     if (!st.ok()) return st;
     auto u = static_cast<const T*>(uncond), c = static_cast<const T*>(cond);
     auto o = static_cast<T*>(out);
-    if (aligned16(u) && aligned16(c) && aligned16(o))
-      cfg_combine_kernel<T, true><<<blocks, kThreads, 0, stream>>>(u, c, o, n, scale);
-    else
-      cfg_combine_kernel<T, false><<<blocks, kThreads, 0, stream>>>(u, c, o, n, scale);
-    return last_launch();
+    auto kernel =
+        aligned16(u) && aligned16(c) && aligned16(o) ? cfg_combine_kernel<T, true> : cfg_combine_kernel<T, false>;
+    return launch_kernel(kernel, blocks, kThreads, 0, stream, u, c, o, n, scale);
   });
 }
 
@@ -112,13 +110,9 @@ Status sampler_step(const SamplerStepArgs& a, cudaStream_t stream) {
       const uintptr_t mvec = sizeof(M) * kVec<T>;
       bool vec = aligned16(xp) && aligned16(xo) && aligned16(dp) && (!pp || aligned16(pp)) && (!np || aligned16(np)) &&
                  reinterpret_cast<uintptr_t>(mp) % mvec == 0 && (!guided || n % kVec<T> == 0);
-      if (vec)
-        sampler_step_kernel<T, M, true><<<blocks, kThreads, 0, stream>>>(xp, mp, pp, np, xo, dp, n, a.coeffs,
-                                                                         a.device_coeffs, guided, guidance_scale);
-      else
-        sampler_step_kernel<T, M, false><<<blocks, kThreads, 0, stream>>>(xp, mp, pp, np, xo, dp, n, a.coeffs,
-                                                                          a.device_coeffs, guided, guidance_scale);
-      return last_launch();
+      auto kernel = vec ? sampler_step_kernel<T, M, true> : sampler_step_kernel<T, M, false>;
+      return launch_kernel(kernel, blocks, kThreads, 0, stream, xp, mp, pp, np, xo, dp, n, a.coeffs, a.device_coeffs,
+                           guided, guidance_scale);
     });
   });
 }

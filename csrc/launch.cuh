@@ -42,6 +42,18 @@ template <typename F> Status dispatch_dtype16(DType dtype, F&& f) {
 // The status of the launch just made (launch configuration errors and earlier sticky faults).
 inline Status last_launch() { return {cudaGetLastError(), nullptr}; }
 
+// kernel<<<grid, block, smem, stream>>>(args...) and its status; the host build runs the same
+// launch on the CPU (csrc/host/cuda_host.h).
+template <typename... P, typename... A>
+Status launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, A&&... args) {
+#ifdef __CUDACC__
+  kernel<<<grid, block, smem, stream>>>(std::forward<A>(args)...);
+#else
+  cuda_host::launch(kernel, grid, block, smem, stream, std::forward<A>(args)...);
+#endif
+  return last_launch();
+}
+
 // What the launchers need to know of a device.
 struct DeviceLimits {
   int sms = 0;            // streaming multiprocessors

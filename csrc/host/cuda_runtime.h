@@ -1,0 +1,3 @@
+// The host build's stand-in for the CUDA toolkit's <cuda_runtime.h>: see cuda_host.h.
+#pragma once
+#include "cuda_host.h"
