@@ -104,11 +104,16 @@ class Backend:
 
     def not_supported_reasons(self, op: str, inputs: Inputs) -> list[str]:
         reasons = []
-        if self.cuda_only and inputs.device.type != "cuda":
-            if not (inputs.device.type == "cpu" and self.name == "triton" and _triton_interpret()):
+        emulated = self.name == "cuda" and bool(_cuda_emulate())
+        if emulated and inputs.device.type != "cpu":
+            reasons.append(f"device {inputs.device.type} is not cpu (FASTDIFF_CUDA_EMULATE runs the CUDA kernels "
+                           "on the CPU)")
+        elif self.cuda_only and inputs.device.type != "cuda":
+            interpreted = self.name == "triton" and _triton_interpret()
+            if not (inputs.device.type == "cpu" and (interpreted or emulated)):
                 reasons.append(f"device {inputs.device.type} is not cuda"
-                               + (" (set TRITON_INTERPRET=1 to run Triton on the CPU)"
-                                  if self.name == "triton" else ""))
+                               + (" (set TRITON_INTERPRET=1 to run Triton on the CPU)" if self.name == "triton" else
+                                  " (set FASTDIFF_CUDA_EMULATE=1 to run the CUDA kernels on the CPU)"))
         elif inputs.device.type == "cuda" and not _capability_ok(inputs.device, self.min_capability):
             reasons.append(f"compute capability below sm_{self.min_capability[0]}{self.min_capability[1]}")
         support, err = self.support(op)
@@ -128,6 +133,14 @@ class Backend:
 @functools.lru_cache(maxsize=None)
 def _triton_interpret() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_emulate() -> str:
+    """FASTDIFF_CUDA_EMULATE: "" (off), "1" (the cuda backend runs fastdiff._C_host, its kernels built
+    for the CPU, on CPU tensors) or the path of another such build (a sanitizer's) to run instead."""
+    value = os.environ.get("FASTDIFF_CUDA_EMULATE", "0")
+    return "" if value == "0" else value
 
 
 @functools.lru_cache(maxsize=None)
@@ -287,7 +300,9 @@ def explain_inputs(op: str, inputs: Inputs) -> str:
         reasons = BACKENDS[name].not_supported_reasons(op, inputs)
         lines.append(f"  {name:7s} " + ("can run" if not reasons else "cannot: " + "; ".join(reasons)))
     try:
-        lines.append(f"  -> runs on {select(op, inputs).name}")
+        chosen = select(op, inputs).name
+        lines.append(f"  -> runs on {chosen}" + (" (its CUDA kernels emulated on the CPU: FASTDIFF_CUDA_EMULATE)"
+                                                  if chosen == "cuda" and inputs.device.type == "cpu" else ""))
     except BackendUnavailable as e:
         lines.append(f"  -> error: {e}")
     return "\n".join(lines)

@@ -2,17 +2,36 @@
 
 Each launcher takes exactly the arguments of its reference in fastdiff.reference (already
 validated by fastdiff.ops), allocates outputs and workspaces through PyTorch and launches on the
-current stream.
+current stream. Under FASTDIFF_CUDA_EMULATE the same launchers run fastdiff._C_host, the same
+kernels and bindings built for the CPU (csrc/host), on CPU tensors.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import torch
 
-from fastdiff import _C
+from fastdiff import backends
 from fastdiff._layout import dense_like
 from fastdiff.backends import GPU_FLOATS, OpSupport
+
+
+def _load():
+    emulate = backends._cuda_emulate()
+    if not emulate:
+        return importlib.import_module("fastdiff._C")
+    if emulate == "1":
+        return importlib.import_module("fastdiff._C_host")
+    spec = importlib.util.spec_from_file_location("fastdiff._C_host", emulate)  # another build, e.g. a sanitizer's
+    if spec is None:
+        raise ImportError(f"FASTDIFF_CUDA_EMULATE={emulate} is neither 1 nor the path of a fastdiff._C_host build")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_C = _load()
 
 _CODES = {torch.float16: 0, torch.bfloat16: 1, torch.float32: 2}
 _DTYPES = {code: dtype for dtype, code in _CODES.items()}
@@ -30,7 +49,7 @@ SUPPORT = {
 
 
 def _stream(t: torch.Tensor) -> int:
-    return torch.cuda.current_stream(t.device).cuda_stream
+    return 0 if t.device.type == "cpu" else torch.cuda.current_stream(t.device).cuda_stream
 
 
 def _ptr(t) -> int:

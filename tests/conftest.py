@@ -5,9 +5,11 @@ import pytest
 import torch
 
 # Without a GPU the Triton kernels run under the interpreter; it is read when kernels are
-# decorated, so it must be set before fastdiff._triton is first imported.
+# decorated, so it must be set before fastdiff._triton is first imported. The CUDA kernels run
+# on the CPU too, built for it (fastdiff._C_host), wherever that build exists.
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ.setdefault("FASTDIFF_CUDA_EMULATE", "1")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -27,9 +27,33 @@ def test_forced_backend_lists_every_reason(monkeypatch):
     assert "device cpu is not cuda" in msg and "float64" in msg and "head dim 512" in msg
 
 
-def test_cuda_backend_reports_missing_op_and_device():
+@pytest.fixture
+def no_emulation(monkeypatch):
+    """The cuda backend as without FASTDIFF_CUDA_EMULATE, which tests/conftest.py sets on a CPU."""
+    caches = (backends._select, backends._launcher, backends._load)
+    monkeypatch.setattr(backends, "_cuda_emulate", lambda: "")
+    for cache in caches:
+        cache.cache_clear()
+    yield
+    for cache in caches:  # a failed import of the cuda backend here is not the emulated one's
+        cache.cache_clear()
+
+
+def test_cuda_backend_reports_missing_op_and_device(no_emulation):
     reasons = backends.BACKENDS["cuda"].not_supported_reasons("sampler_step", _inputs())
-    assert any("not cuda" in r for r in reasons)
+    assert any("not cuda" in r and "FASTDIFF_CUDA_EMULATE=1" in r for r in reasons)
+
+
+def test_emulated_cuda_backend_runs_on_cpu_tensors_alone(monkeypatch):
+    monkeypatch.setattr(backends, "_cuda_emulate", lambda: "1")
+    cuda = backends.BACKENDS["cuda"]
+    assert not any("device" in r for r in cuda.not_supported_reasons("group_norm", _inputs()))
+    reasons = cuda.not_supported_reasons("group_norm", _inputs(device=torch.device("cuda")))
+    assert any("is not cpu (FASTDIFF_CUDA_EMULATE" in r for r in reasons)
+    with ops.use_backend("cuda", fallback=True):
+        text = backends.explain_inputs("group_norm", _inputs(dtype=torch.float32))
+    if "can run" in text.splitlines()[-2]:  # where fastdiff._C_host is built
+        assert text.endswith("-> runs on cuda (its CUDA kernels emulated on the CPU: FASTDIFF_CUDA_EMULATE)")
 
 
 def test_env_var_and_context_manager(monkeypatch):
@@ -62,7 +86,7 @@ def test_forced_backend_error_reaches_the_caller(monkeypatch):
         ops.sampler_step(x, x, (1, 0, 1, 0, 0, 0))
 
 
-def test_preferred_backend_falls_back_where_it_cannot_run():
+def test_preferred_backend_falls_back_where_it_cannot_run(no_emulation):
     x = torch.randn(2, 8, 4, 4)
     want = ops.group_norm(x, 4)
     with ops.use_backend("cuda"), pytest.raises(backends.BackendUnavailable, match="not cuda"):

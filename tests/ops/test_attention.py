@@ -73,6 +73,15 @@ def test_attention(backend, dtype, b, sq, sk, h, d):
     _check(backend, b, sq, sk, h, d, dtype)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("d", [40, 64, 72, 80, 128, 160])
+@pytest.mark.parametrize("sk", [77, 154, 257, 512])
+def test_cuda_attention_head_dims_and_key_chunks(dtype, d, sk):
+    """Every padded head dim of the CUDA kernel, keys staged at once or streamed through shared memory
+    in chunks (512 keys past head dim 80); self-attention on a fused QKV tensor at 77 keys."""
+    _check("cuda", 1, sk if sk == 77 else 19, sk, 1, d, dtype)
+
+
 @pytest.mark.parametrize("d", [1, 8, 16, 32, 40, 64, 72, 80, 96, 128, 160, 256])
 def test_triton_attention_head_dim_chunks(d):
     """The head dim as a power-of-two chunk plus at most one masked one, each >= 16 (a tensor-core

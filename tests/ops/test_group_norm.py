@@ -83,6 +83,26 @@ def test_group_norm(backend, dtype, layout, shape, groups):
     _check(backend, shape, groups, dtype, layout)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("path, layout, shape, groups", [
+    ("on chip", "contiguous", (2, 32, 8, 8), 8),        # 16-byte vectors
+    ("on chip", "contiguous", (2, 30, 5, 7), 3),        # odd runs: one element at a time
+    ("on chip", "channels_last", (2, 64, 4, 4), 8),
+    ("on chip", "channels_last", (2, 15, 4, 4), 5),
+    ("split", "contiguous", (1, 8, 96, 96), 1),         # 5 chunks, the last one partial
+    ("split", "contiguous", (1, 8, 95, 97), 1),
+    ("split", "channels_last", (1, 16, 96, 96), 2),
+    ("split", "channels_last", (1, 7, 104, 104), 1),
+], ids=str)
+def test_cuda_group_norm_paths(dtype, path, layout, shape, groups):
+    """The CUDA kernels: one block per group on chip, or the split reduction, in both layouts, in
+    vectors or element by element."""
+    _check("cuda", shape, groups, dtype, layout)
+    from fastdiff.cuda_ops import _C, _CODES
+    ws = _C.group_norm_workspace_size(shape[0], shape[1], math.prod(shape[2:]), groups, _CODES[dtype])
+    assert (ws > 0) == (path == "split")
+
+
 @pytest.mark.parametrize("backend", KERNEL_BACKENDS)
 @pytest.mark.parametrize("shape", [(2, 12, 11), (1, 8, 2, 3, 4)], ids=str)
 @pytest.mark.parametrize("silu, affine", [(False, False), (True, False), (False, True)])
