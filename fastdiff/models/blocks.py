@@ -49,6 +49,17 @@ class TimestepEmbedding(nn.Module):
         return self.linear_2(F.silu(self.linear_1(emb.to(self.linear_1.weight.dtype))))
 
 
+class Mlp(nn.Module):
+    """The transformers' feed-forward: Linear -> GELU (tanh approximation) -> Linear."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
 class GroupNorm(nn.GroupNorm):
     """nn.GroupNorm's parameters, computed by fastdiff.ops.group_norm, optionally fused with SiLU."""
 

@@ -29,6 +29,12 @@ def _unsupported(cls: str, cfg: dict, allowed: dict) -> None:
                          + ", ".join(bad))
 
 
+def _from_fields(cls, cfg: dict):
+    """The config of cls from the config.json fields that share its field names (lists as tuples)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in names})
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """The latent U-Net of Stable Diffusion (defaults: SD1.5).
@@ -240,6 +246,104 @@ class VAEConfig:
         n = len(cfg["block_out_channels"])
         _unsupported("AutoencoderKL", cfg, dict(act_fn="silu", down_block_types=["DownEncoderBlock2D"] * n,
                                                 up_block_types=["UpDecoderBlock2D"] * n))
-        names = {f.name for f in fields(cls)}
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in names}
+        return _from_fields(cls, cfg)
+
+
+
+@dataclass(frozen=True)
+class MMDiTConfig:
+    """The MM-DiT of Stable Diffusion 3 / 3.5 (defaults: SD3-medium); field names as in diffusers'
+    SD3Transformer2DModel. The text stream is projected to the width of the image stream
+    (caption_projection_dim = heads * head dim in every released model). dual_attention_layers:
+    the blocks whose image stream has a second, image-only attention (SD3.5-medium); qk_norm:
+    None or "rms_norm" (SD3.5), a per-head RMSNorm of q and k."""
+    sample_size: int = 128
+    patch_size: int = 2
+    in_channels: int = 16
+    out_channels: int = 16
+    num_layers: int = 24
+    attention_head_dim: int = 64
+    num_attention_heads: int = 24
+    joint_attention_dim: int = 4096
+    caption_projection_dim: int = 1536
+    pooled_projection_dim: int = 2048
+    pos_embed_max_size: int = 192
+    dual_attention_layers: tuple = ()
+    qk_norm: Optional[str] = None
+
+    def __post_init__(self):
+        if self.caption_projection_dim != self.inner_dim:
+            raise ValueError(f"fastdiff.models.configs: MMDiT caption_projection_dim must equal heads x head dim "
+                             f"({self.inner_dim}), got {self.caption_projection_dim}")
+        if self.qk_norm not in (None, "rms_norm"):
+            raise ValueError(f"fastdiff.models.configs: MMDiT qk_norm must be None or 'rms_norm', got {self.qk_norm!r}")
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @classmethod
+    def sd3_medium(cls, **kw) -> "MMDiTConfig":
         return cls(**kw)
+
+    @classmethod
+    def sd35_medium(cls, **kw) -> "MMDiTConfig":
+        return cls(**{**dict(pos_embed_max_size=384, dual_attention_layers=tuple(range(13)), qk_norm="rms_norm"),
+                      **kw})
+
+    @classmethod
+    def sd35_large(cls, **kw) -> "MMDiTConfig":
+        return cls(**{**dict(num_layers=38, num_attention_heads=38, caption_projection_dim=2432,
+                             qk_norm="rms_norm"), **kw})
+
+    @classmethod
+    def from_diffusers(cls, cfg: dict) -> "MMDiTConfig":
+        """An SD3Transformer2DModel config.json."""
+        cfg = {**cfg, "out_channels": cfg.get("out_channels") or cfg.get("in_channels", 16)}
+        return _from_fields(cls, cfg)
+
+
+@dataclass(frozen=True)
+class FluxConfig:
+    """Flux.1 (defaults: dev); field names as in diffusers' FluxTransformer2DModel. Latents come in
+    packed, (B, H/2 * W/2, 64) tokens of 2x2 patches of 16 channels; guidance_embeds: the
+    guidance-distilled models (dev) take the guidance scale as an input; axes_dims_rope: the head
+    dims rotated by each of the three position ids (they sum to the head dim)."""
+    patch_size: int = 1
+    in_channels: int = 64
+    out_channels: Optional[int] = None
+    num_layers: int = 19
+    num_single_layers: int = 38
+    attention_head_dim: int = 128
+    num_attention_heads: int = 24
+    joint_attention_dim: int = 4096
+    pooled_projection_dim: int = 768
+    guidance_embeds: bool = True
+    axes_dims_rope: tuple = (16, 56, 56)
+    mlp_ratio: float = 4.0
+
+    def __post_init__(self):
+        if sum(self.axes_dims_rope) != self.attention_head_dim or any(d % 2 for d in self.axes_dims_rope):
+            raise ValueError(f"fastdiff.models.configs: Flux axes_dims_rope must be even and sum to the head dim "
+                             f"{self.attention_head_dim}, got {self.axes_dims_rope}")
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def output_channels(self) -> int:
+        return self.out_channels or self.in_channels
+
+    @classmethod
+    def dev(cls, **kw) -> "FluxConfig":
+        return cls(**kw)
+
+    @classmethod
+    def schnell(cls, **kw) -> "FluxConfig":
+        return cls(**{**dict(guidance_embeds=False), **kw})
+
+    @classmethod
+    def from_diffusers(cls, cfg: dict) -> "FluxConfig":
+        """A FluxTransformer2DModel config.json."""
+        return _from_fields(cls, cfg)

@@ -9,7 +9,8 @@ are concatenated into the fused to_qkv (self-attention) or to_kv (cross-attentio
 from __future__ import annotations
 
 import re
-from typing import Callable, MutableMapping, Optional
+from dataclasses import dataclass
+from typing import Callable, MutableMapping, Optional, Union
 
 import torch
 
@@ -171,22 +172,41 @@ def dit_layout(keys, config) -> tuple[Callable, dict]:
     return renamer(DIT_ORIGINAL), {}
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where a renamer sends a source tensor that is not simply renamed: piece `piece` of `pieces`
+    concatenated along dim 0 into `name` (separate q, k, v into a fused projection), and/or
+    `transform`ed on the way (a reordering of a fused tensor's rows)."""
+    name: str
+    piece: int = 0
+    pieces: int = 1
+    transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+
+
+Renamed = Union[str, Target, None]
+
 _QKV = re.compile(r"^(.*)\.to_([qkv])\.(weight|bias)$")
 
 
-def convert(source: MutableMapping, rename: Callable[[str], Optional[str]], target: dict,
+def convert(source: MutableMapping, rename: Callable[[str], Renamed], target: dict,
             where: str, prepare: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict:
     """Pop every entry of `source` that `rename` maps, into a dict keyed by fastdiff names.
     target: the model's own {name: tensor} (shapes only). Separate q/k/v entries whose fused
-    to_qkv / to_kv exists in target are concatenated; 1x1 conv weights meant for a Linear are
-    reshaped; entries that map to one name twice must be equal (diffusers' copies of the DiT
-    embedders). prepare() casts or moves each tensor as it is read."""
+    to_qkv / to_kv exists in target are concatenated, and so are the pieces of a Target; 1x1 conv
+    weights meant for a Linear are reshaped; entries that map to one name twice must be equal
+    (diffusers' copies of the DiT embedders). prepare() casts or moves each tensor as it is read."""
     out, pending = {}, {}
     for key in list(source.keys()):
         name = rename(key)
         if name is None:
             continue
         tensor = prepare(source.pop(key))
+        if isinstance(name, Target):
+            tensor = name.transform(tensor) if name.transform is not None else tensor
+            if name.pieces > 1:
+                _gather(name, tensor, pending, out)
+                continue
+            name = name.name
         if _fuse(name, tensor, target, pending, out):
             continue
         if name in out:
@@ -196,7 +216,7 @@ def convert(source: MutableMapping, rename: Callable[[str], Optional[str]], targ
             continue
         out[name] = tensor
     if pending:
-        raise ValueError(f"{where}: incomplete q/k/v projections: " + ", ".join(
+        raise ValueError(f"{where}: incomplete fused projections: " + ", ".join(
             f"{fused} has only {''.join(sorted(slot))}" for fused, slot in pending.items()))
     for name, tensor in out.items():
         want = target.get(name)
@@ -222,6 +242,15 @@ def _fuse(name: str, tensor: torch.Tensor, target: dict, pending: dict, out: dic
                 del pending[fused]
             return True
     return False
+
+
+def _gather(piece: Target, tensor: torch.Tensor, pending: dict, out: dict) -> None:
+    """Keep a piece in pending[name] until all have come, then concatenate them in order into out."""
+    slot = pending.setdefault(piece.name, {})
+    slot[f"(piece {piece.piece} of {piece.pieces})"] = tensor
+    if len(slot) == piece.pieces:
+        out[piece.name] = torch.cat([slot.pop(f"(piece {i} of {piece.pieces})") for i in range(piece.pieces)])
+        del pending[piece.name]
 
 
 def check(out: dict, target: dict, where: str) -> None:

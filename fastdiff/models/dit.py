@@ -7,10 +7,9 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import convert, loading
-from .blocks import Attention, TimestepEmbedding, sincos_pos_embed, timestep_embedding
+from .blocks import Attention, Mlp, TimestepEmbedding, sincos_pos_embed, timestep_embedding
 from .configs import DiTConfig
 
 
@@ -36,15 +35,6 @@ class LabelEmbedding(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         return self.embedding_table(y)
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
 class DiTBlock(nn.Module):
@@ -132,4 +122,4 @@ def config_from_shapes(weights) -> DiTConfig:
 KIND = loading.ModelKind(
     "DiT", DiTConfig, DiT, diffusers_classes=("DiTTransformer2DModel", "Transformer2DModel"),
     config_from_diffusers=lambda cfg, prediction_type: DiTConfig.from_diffusers(cfg), layout=convert.dit_layout,
-    recognise=lambda keys: "x_embedder.proj.weight" in keys, config_from_keys=config_from_shapes)
+    recognise=lambda keys: "y_embedder.embedding_table.weight" in keys, config_from_keys=config_from_shapes)

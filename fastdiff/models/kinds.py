@@ -5,10 +5,10 @@ from typing import Optional
 
 import torch
 
-from . import dit, loading, unet, vae
+from . import dit, flux, loading, mmdit, unet, vae
 from .loading import Checkpoint, ModelKind
 
-KINDS: tuple[ModelKind, ...] = (unet.KIND, dit.KIND, vae.KIND)
+KINDS: tuple[ModelKind, ...] = (unet.KIND, dit.KIND, vae.KIND, mmdit.KIND, flux.KIND)
 
 
 def kind_of(ckpt: Checkpoint, *, config=None, model=None) -> ModelKind:
@@ -25,7 +25,7 @@ def kind_of(ckpt: Checkpoint, *, config=None, model=None) -> ModelKind:
             [k for k in KINDS if k.recognise(ckpt.weights.keys())]
     if not found:
         raise ValueError(f"{ckpt.where}: cannot tell which model this is; "
-                         "pass config=UNetConfig/DiTConfig/VAEConfig(...)")
+                         "pass config=UNetConfig/DiTConfig/VAEConfig/MMDiTConfig/FluxConfig(...)")
     return found[0]
 
 
@@ -33,12 +33,12 @@ def from_pretrained(source, *, config=None, model=None, dtype: Optional[torch.dt
     """Load a fastdiff model.
 
     source: a diffusers model folder (config.json + diffusion_pytorch_model.safetensors/.bin), a
-      weights file, or a state dict, in the diffusers, original (LDM single file, whose
+      weights file, or a state dict, in the diffusers, original (LDM, SD3 or Flux single file, whose
       model.diffusion_model.* / first_stage_model.* part is taken) or fastdiff layout.
     config: the model config; read from config.json when the folder has one (a UNet's
-      prediction_type from ../scheduler/scheduler_config.json), inferred for original DiT
-      checkpoints, required otherwise.
-    model: UNet, DiT or VAE; taken from config.json or the config's type when not given.
+      prediction_type from ../scheduler/scheduler_config.json), inferred for original DiT, SD3
+      and Flux checkpoints, required otherwise.
+    model: UNet, DiT, VAE, MMDiT or Flux; taken from config.json or the config's type when not given.
     dtype, device: each tensor is cast and moved as it is read.
     Raises ValueError listing every missing key, unexpected key and wrong shape."""
     ckpt = Checkpoint.open(source)

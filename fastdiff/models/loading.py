@@ -1,5 +1,5 @@
 """Loading a checkpoint into a model of a known kind: a diffusers model folder, a weights file
-(.safetensors, .bin, .pt, .ckpt) or a state dict -> a fastdiff UNet, DiT or VAE.
+(.safetensors, .bin, .pt, .ckpt) or a state dict -> a fastdiff UNet, DiT, VAE, MMDiT or Flux.
 
 Each model module declares its ModelKind (unet.KIND, dit.KIND, vae.KIND) and its from_pretrained
 loads through `load(KIND, ...)`; fastdiff.models.kinds lists the kinds and tells which one a

@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from fastdiff.models import DiT, DiTConfig, UNet, UNetConfig, VAE, VAEConfig, from_pretrained
+from fastdiff.models import (DiT, DiTConfig, Flux, FluxConfig, MMDiT, MMDiTConfig, UNet, UNetConfig, VAE, VAEConfig,
+                             from_pretrained)
 from fastdiff.models.kinds import KINDS
 
 
@@ -28,11 +29,12 @@ def _same_weights(a, b):
 
 
 def test_one_kind_per_model_class():
-    assert [k.model for k in KINDS] == [UNet, DiT, VAE] and [k.config for k in KINDS] == [UNetConfig, DiTConfig,
-                                                                                         VAEConfig]
-    assert [k.name for k in KINDS] == ["UNet", "DiT", "VAE"]
+    assert [k.model for k in KINDS] == [UNet, DiT, VAE, MMDiT, Flux]
+    assert [k.config for k in KINDS] == [UNetConfig, DiTConfig, VAEConfig, MMDiTConfig, FluxConfig]
+    assert [k.name for k in KINDS] == ["UNet", "DiT", "VAE", "MMDiT", "Flux"]
     assert {name for k in KINDS for name in k.diffusers_classes} == {
-        "UNet2DConditionModel", "DiTTransformer2DModel", "Transformer2DModel", "AutoencoderKL"}
+        "UNet2DConditionModel", "DiTTransformer2DModel", "Transformer2DModel", "AutoencoderKL", "SD3Transformer2DModel",
+        "FluxTransformer2DModel"}
 
 
 def test_kind_from_config_json_and_mismatches(tmp_path):
