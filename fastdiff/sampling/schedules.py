@@ -134,16 +134,30 @@ class FlowSchedule:
     """A rectified-flow model, x_s = (1 - s) x0 + s eps, fed the timestep s * num_train_timesteps.
 
     shift: SD3's static shift; mu: Flux's dynamic shift (see flux_mu), used instead when given.
+    steps_grid: the unshifted grid ends at 1/steps, as FluxPipeline sets it, rather than at the
+    smallest training sigma, as the scheduler does by itself.
     """
     num_train_timesteps: int = 1000
     shift: float = 1.0
     mu: Optional[float] = None
+    steps_grid: bool = False
+
+    @classmethod
+    def sd3(cls, shift: float = 3.0) -> "FlowSchedule":
+        """SD3's static shift (3.0 in the released scheduler configs)."""
+        return cls(shift=shift)
+
+    @classmethod
+    def flux(cls, image_seq_len: int) -> "FlowSchedule":
+        """FluxPipeline's schedule for an image of image_seq_len packed tokens ((H/16) (W/16))."""
+        return cls(mu=flux_mu(image_seq_len), steps_grid=True)
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
         """num_steps + 1 descending sigmas ending in 0. The grid runs from 1 to the model's
-        smallest training sigma (1/T, shifted when the shift is static) before it is shifted."""
-        lowest = torch.tensor([1 / self.num_train_timesteps], dtype=F64)
-        if self.mu is None:
+        smallest training sigma (1/T, shifted when the shift is static), or to 1/num_steps with
+        steps_grid, before it is shifted."""
+        lowest = torch.tensor([1 / (num_steps if self.steps_grid else self.num_train_timesteps)], dtype=F64)
+        if self.mu is None and not self.steps_grid:
             lowest = shift_sigmas(lowest, self.shift)
         grid = torch.linspace(1.0, lowest.item(), num_steps, dtype=F64)
         s = time_shift(grid, self.mu) if self.mu is not None else shift_sigmas(grid, self.shift)
