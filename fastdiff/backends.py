@@ -208,6 +208,11 @@ def _request() -> tuple[str, bool]:
     return _env_request(), False
 
 
+def request_state() -> tuple:
+    """Everything besides the inputs that decides which launcher runs an op call."""
+    return _forced.get(), _env_request(), _triton_interpret()
+
+
 def requested() -> str:
     """The backend asked for: `use_backend` first, then FASTDIFF_BACKEND (read once per process),
     else 'auto'."""

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
-from torch.utils._python_dispatch import _get_current_dispatch_mode as _dispatch_mode
 
 from .. import backends
 
@@ -60,20 +59,59 @@ def needs_autograd(*tensors) -> bool:
 
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+_is_compiling = torch.compiler.is_compiling
+_dispatch_modes = torch._C._len_torch_dispatch_stack
+_function_mode = torch._C._is_torch_function_mode_enabled
+_functorch_level = torch._C._functorch.maybe_current_level
+
+
+def _plain_mode() -> bool:
+    """Outside torch.compile, with no dispatch mode, function mode or functorch transform active."""
+    return not (_is_compiling() or _dispatch_modes() or _function_mode() or _functorch_level() is not None)
 
 
 def eager(*tensors) -> bool:
     """Whether to call the launcher directly rather than through the custom op, whose dispatch
-    costs tens of microseconds on the host: outside torch.compile, with no dispatch mode, function
-    mode or functorch transform active, on plain tensors. Everything else (compile, fake tensors,
-    export, vmap, tensor subclasses) takes the custom op, which runs the same launcher."""
-    return (not torch.compiler.is_compiling() and _dispatch_mode() is None
-            and not torch._C._is_torch_function_mode_enabled()
-            and torch._C._functorch.maybe_current_level() is None
-            and all(t is None or type(t) in _PLAIN for t in tensors))
+    costs tens of microseconds on the host: in plain mode, on plain tensors. Everything else
+    (compile, fake tensors, export, vmap, tensor subclasses) takes the custom op, which runs the
+    same launcher."""
+    return _plain_mode() and all(t is None or type(t) in _PLAIN for t in tensors)
 
 
-def launcher(op: str, inputs: backends.Inputs):
+# An op call's checks, the description of its inputs and the choice of backend cost several times
+# what the launch itself does on the host, and a model repeats the same few calls every step. So
+# each op memoises, per call signature, the launcher its first eager call chose: a later call with
+# the same signature skips straight to it.
+MEMO_SIZE = 1024
+
+
+def signature(tensors: tuple, scalars: tuple = ()):
+    """Everything an op's checks and backend choice read of a call: each tensor's type, shape,
+    strides, dtype, device and requires_grad (None stays None), the scalars and their types, grad
+    mode, the requested backend and the current GPU. None when the call must not take the memo
+    (not in plain mode, or an argument that is not a tensor: the checks then say so)."""
+    if not _plain_mode():
+        return None
+    key = [torch.is_grad_enabled(), backends.request_state(), *scalars, *map(type, scalars)]
+    try:
+        for t in tensors:
+            key.append(None if t is None else (type(t), t.shape, t.stride(), t.dtype, t.device, t.requires_grad))
+        key.append(tensors[0].is_cuda and torch.cuda.current_device())
+    except AttributeError:
+        return None
+    return tuple(key)
+
+
+def remember(memo: dict, key, launch: Callable) -> Callable:
+    """Store launch as the launcher of the calls with signature key, and return it."""
+    if key is not None:
+        if len(memo) >= MEMO_SIZE:  # signatures that keep changing (a sweep of sizes) start afresh
+            memo.clear()
+        memo[key] = launch
+    return launch
+
+
+def launcher(op: str, inputs: backends.Inputs) -> Callable:
     """The launcher of the backend selected for these inputs. The kernels launch on the current
     device, so inputs on another GPU are launched with that GPU made current for the call."""
     fn = backends.launcher(op, inputs)

@@ -1,17 +1,22 @@
 """Scaled dot-product attention over (batch, sequence, head, head_dim) tensors."""
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
 import torch
 
 from .. import backends, reference
-from ._common import OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd
+from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
+                      signature)
 
 
 def _describe(q: torch.Tensor, k: torch.Tensor, *args, **kwargs) -> backends.Inputs:
     return backends.Inputs(q.device, q.dtype, head_dim=q.shape[-1], seq_k=k.shape[1], numel=q.numel())
+
+
+_memo: dict = {}  # call signature -> launcher with the scale bound (fastdiff.ops._common)
 
 
 def _launch(q, k, v, scale):
@@ -57,10 +62,16 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: Optio
     stride, so q, k, v may be views of one fused QKV projection. scale defaults to D ** -0.5.
     Returns a contiguous (B, Sq, H, D) tensor; softmax and accumulation in fp32.
     """
-    scale = _check(q, k, v, scale)
-    if needs_autograd(q, k, v):
-        return reference.attention(q, k, v, scale=scale)
-    return (_launch if eager(q, k, v) else _attention_op)(q, k, v, scale)
+    key = signature((q, k, v), (scale,))
+    launch = _memo.get(key)
+    if launch is None:
+        scale = _check(q, k, v, scale)
+        if needs_autograd(q, k, v):
+            return reference.attention(q, k, v, scale=scale)
+        if not eager(q, k, v):
+            return _attention_op(q, k, v, scale)
+        launch = remember(_memo, key, functools.partial(launcher("attention", _describe(q, k)), scale=scale))
+    return launch(q, k, v)
 
 
 # SDPA's cuDNN and flash kernels (which the reference calls) are the bar, and on an H100 they beat

@@ -1,13 +1,17 @@
 """GroupNorm with optional fused SiLU."""
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 
 from .. import backends, reference
 from .._layout import is_channels_last, output_format
-from ._common import OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd
+from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
+                      signature)
+
+_memo: dict = {}  # call signature -> launcher with eps bound (fastdiff.ops._common)
 
 
 def _describe(x: torch.Tensor, *args, **kwargs) -> backends.Inputs:
@@ -15,8 +19,7 @@ def _describe(x: torch.Tensor, *args, **kwargs) -> backends.Inputs:
 
 
 def _launch(x, num_groups, weight, bias, eps, silu):
-    y = launcher("group_norm", _describe(x))(x, num_groups, weight, bias, eps, silu=silu)
-    return y.contiguous(memory_format=output_format(x))
+    return launcher("group_norm", _describe(x))(x, num_groups, weight, bias, eps, silu=silu)
 
 
 @torch.library.custom_op("fastdiff::group_norm", mutates_args=(), tags=OP_TAGS)
@@ -60,11 +63,16 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor] 
     weight, bias: (C,) or None, any float dtype. Statistics are taken in fp32 per (sample, group).
     Returns a new tensor with x's shape, dtype and memory format.
     """
-    eps = _check(x, num_groups, weight, bias, eps)
-    if needs_autograd(x, weight, bias):
-        return reference.group_norm(x, num_groups, weight, bias, eps, silu=silu)
-    run = _launch if eager(x, weight, bias) else _group_norm_op
-    return run(x, num_groups, weight, bias, eps, bool(silu))
+    key = signature((x, weight, bias), (num_groups, eps))
+    launch = _memo.get(key)
+    if launch is None:
+        eps = _check(x, num_groups, weight, bias, eps)
+        if needs_autograd(x, weight, bias):
+            return reference.group_norm(x, num_groups, weight, bias, eps, silu=silu)
+        if not eager(x, weight, bias):
+            return _group_norm_op(x, num_groups, weight, bias, eps, bool(silu))
+        launch = remember(_memo, key, functools.partial(launcher("group_norm", _describe(x)), eps=eps))
+    return launch(x, num_groups, weight, bias, silu=bool(silu))
 
 
 # Measured on an H100, the kernels beat eager PyTorch only at large (VAE) shapes, so without a

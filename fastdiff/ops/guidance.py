@@ -9,6 +9,7 @@ Every sampler of fastdiff is this one update with its own host-computed coeffici
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Sequence, Union
 
@@ -16,7 +17,13 @@ import torch
 
 from .. import backends, reference
 from .._layout import is_channels_last, output_format
-from ._common import OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd
+from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
+                      signature)
+
+# call signature -> launcher with the scale bound (fastdiff.ops._common)
+_cfg_combine_memo: dict = {}
+_sampler_step_memo: dict = {}
+_FLOAT = {float}
 
 
 def _describe_tensor(t: torch.Tensor) -> backends.Inputs:
@@ -34,8 +41,7 @@ def _describe_sampler_step(x, *args, **kwargs) -> backends.Inputs:
 # --- cfg_combine -------------------------------------------------------------------------------
 
 def _launch_cfg_combine(out_uncond, out_cond, scale):
-    out = launcher("cfg_combine", _describe_cfg_combine(out_uncond, out_cond))(out_uncond, out_cond, scale)
-    return out.contiguous(memory_format=output_format(out_cond))
+    return launcher("cfg_combine", _describe_cfg_combine(out_uncond, out_cond))(out_uncond, out_cond, scale)
 
 
 @torch.library.custom_op("fastdiff::cfg_combine", mutates_args=(), tags=OP_TAGS)
@@ -62,11 +68,17 @@ def cfg_combine(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) 
     out_uncond, out_cond: same shape, dtype (fp16, bf16, fp32; fp64 on the torch backend) and
     device, any layout. scale: a finite float. Returns a new tensor like out_cond, computed in fp32.
     """
-    scale = _check_cfg_combine(out_uncond, out_cond, scale)
-    if needs_autograd(out_uncond, out_cond):
-        return reference.cfg_combine(out_uncond, out_cond, scale)
-    run = _launch_cfg_combine if eager(out_uncond, out_cond) else _cfg_combine_op
-    return run(out_uncond, out_cond, scale)
+    key = signature((out_uncond, out_cond), (scale,))
+    launch = _cfg_combine_memo.get(key)
+    if launch is None:
+        scale = _check_cfg_combine(out_uncond, out_cond, scale)
+        if needs_autograd(out_uncond, out_cond):
+            return reference.cfg_combine(out_uncond, out_cond, scale)
+        if not eager(out_uncond, out_cond):
+            return _cfg_combine_op(out_uncond, out_cond, scale)
+        launch = remember(_cfg_combine_memo, key, functools.partial(
+            launcher("cfg_combine", _describe_cfg_combine(out_uncond, out_cond)), scale=scale))
+    return launch(out_uncond, out_cond)
 
 
 # --- sampler_step ------------------------------------------------------------------------------
@@ -74,10 +86,8 @@ def cfg_combine(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) 
 def _launch_sampler_step(x, model_out, coeffs, coeff_tensor, guidance_scale, prev, noise):
     # a coeffs tensor may be a view (a column of a (6, T) table): kernels read six consecutive values
     c = coeff_tensor.contiguous() if coeff_tensor is not None else tuple(coeffs)
-    x_next, d = launcher("sampler_step", _describe_sampler_step(x))(
+    return launcher("sampler_step", _describe_sampler_step(x))(
         x, model_out, c, guidance_scale=guidance_scale, prev=prev, noise=noise)
-    fmt = output_format(x)
-    return x_next.contiguous(memory_format=fmt), d.contiguous(memory_format=fmt)
 
 
 @torch.library.custom_op("fastdiff::sampler_step", mutates_args=(), tags=OP_TAGS)
@@ -92,6 +102,11 @@ def _sampler_step_op(x: torch.Tensor, model_out: torch.Tensor, coeffs: list[floa
 def _(x, model_out, coeffs, coeff_tensor, guidance_scale, prev, noise):
     fmt = output_format(x)
     return torch.empty_like(x, memory_format=fmt), torch.empty_like(x, memory_format=fmt)
+
+
+def _six_floats(coeffs) -> bool:
+    # a finite sum of floats has no inf or nan among them
+    return len(coeffs) == 6 and {*map(type, coeffs)} == _FLOAT and math.isfinite(sum(coeffs))
 
 
 def _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise):
@@ -124,7 +139,7 @@ def _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise):
         raise TypeError("fastdiff.sampler_step: coeffs must be six numbers (p, q, a, b, c, e) or a tensor "
                         f"of shape (6,), got {coeffs!r}")
     # The samplers' case, six finite Python floats, checked at once (while compiling they may be symbolic).
-    if not torch.compiler.is_compiling() and all(type(v) is float and math.isfinite(v) for v in coeffs):
+    if not torch.compiler.is_compiling() and _six_floats(coeffs):
         return tuple(coeffs), guidance_scale
     return tuple(check_float(op, f"coeffs[{i}]", v) for i, v in enumerate(coeffs)), guidance_scale
 
@@ -143,14 +158,22 @@ def sampler_step(x: torch.Tensor, model_out: torch.Tensor,
     Returns (x_next, d), both like x: d = p x + q m is the data prediction, the next `prev` of a
     multistep solver. Arithmetic in fp32.
     """
-    coeffs, guidance_scale = _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise)
-    if needs_autograd(x, model_out, coeffs, prev, noise):
-        return reference.sampler_step(x, model_out, coeffs, guidance_scale=guidance_scale,
-                                      prev=prev, noise=noise)
     coeff_tensor = coeffs if isinstance(coeffs, torch.Tensor) else None
-    floats = [] if coeff_tensor is not None else list(coeffs)
-    run = _launch_sampler_step if eager(x, model_out, coeff_tensor, prev, noise) else _sampler_step_op
-    return run(x, model_out, floats, coeff_tensor, guidance_scale, prev, noise)
+    # The coefficients change every step, so only their kind is part of the signature.
+    key = signature((x, model_out, prev, noise, coeff_tensor), (guidance_scale, type(coeffs)))
+    launch = _sampler_step_memo.get(key)
+    if launch is None or (coeff_tensor is None and not _six_floats(coeffs)):
+        coeffs, guidance_scale = _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise)
+        if needs_autograd(x, model_out, coeffs, prev, noise):
+            return reference.sampler_step(x, model_out, coeffs, guidance_scale=guidance_scale,
+                                          prev=prev, noise=noise)
+        if not eager(x, model_out, coeff_tensor, prev, noise):
+            floats = [] if coeff_tensor is not None else list(coeffs)
+            return _sampler_step_op(x, model_out, floats, coeff_tensor, guidance_scale, prev, noise)
+        launch = remember(_sampler_step_memo, key, functools.partial(
+            launcher("sampler_step", _describe_sampler_step(x)), guidance_scale=guidance_scale))
+    c = tuple(coeffs) if coeff_tensor is None else coeff_tensor.contiguous()
+    return launch(x, model_out, c, prev=prev, noise=noise)
 
 
 # Elementwise: one fused pass beats PyTorch's several wherever a kernel runs.

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from .._layout import output_format
+
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     # Low-precision inputs are combined in fp32, as the kernels do; fp64 stays fp64.
@@ -12,7 +14,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def cfg_combine(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) -> torch.Tensor:
     ct = _compute_dtype(out_cond.dtype)
     u, c = out_uncond.to(ct), out_cond.to(ct)
-    return (u + scale * (c - u)).to(out_cond.dtype)
+    return (u + scale * (c - u)).to(out_cond.dtype).contiguous(memory_format=output_format(out_cond))
 
 
 def sampler_step(x, model_out, coeffs, *, guidance_scale=None, prev=None, noise=None):
@@ -33,4 +35,5 @@ def sampler_step(x, model_out, coeffs, *, guidance_scale=None, prev=None, noise=
         x_next = x_next + c * prev.to(ct)
     if noise is not None:
         x_next = x_next + e * noise.to(ct)
-    return x_next.to(x.dtype), d.to(x.dtype)
+    fmt = output_format(x)
+    return x_next.to(x.dtype).contiguous(memory_format=fmt), d.to(x.dtype).contiguous(memory_format=fmt)
