@@ -53,12 +53,12 @@ class Acceleration:
     def model(self, slot: str, prediction_type: Optional[str] = None):
         """The fastdiff model on pipe.<slot>'s parameters; raises NotAccelerated."""
         module = getattr(self.pipe, slot)
+        if shared.unfused_lora(module):
+            raise NotAccelerated(f"{slot}: LoRA layers not fused (pipe.fuse_lora() merges them)")
         current = self.shared.get(slot)
         if current is not None and current.module is module and not current.stale():
             return current.model
         self.shared.pop(slot, None)
-        if shared.unfused_lora(module):
-            raise NotAccelerated(f"{slot}: LoRA layers not fused (pipe.fuse_lora() merges them)")
         if getattr(module, "_hf_hook", None) is not None:
             raise NotAccelerated(f"{slot}: accelerate offloading hooks")
         seen = shared.fingerprint(module)

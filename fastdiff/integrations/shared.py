@@ -25,11 +25,13 @@ class Shared:
     seen: dict  # the module's fingerprint when the model was built on it
     shared_bytes: int
     extra_bytes: int
+    storages: frozenset  # the memory of the model's tensors
 
     def stale(self) -> bool:
         """Whether the module's parameters are no longer the tensors the model reads (moved,
-        cast, replaced, or LoRA layers added)."""
-        return fingerprint(self.module) != self.seen
+        cast or replaced), or a LoRA layer on a weight the model holds its own copy of was fused
+        or unfused."""
+        return fingerprint(self.module, self.storages) != self.seen
 
 
 def lora_layers(module) -> list:
@@ -43,11 +45,15 @@ def unfused_lora(module) -> bool:
     return any(not m.merged or m.disable_adapters for m in lora_layers(module))
 
 
-def fingerprint(module) -> dict:
-    """What the model built on `module` depends on: each parameter's memory, dtype, device and
-    shape, and the state of its LoRA layers."""
-    out = {n: (p.data_ptr(), p.dtype, p.device, tuple(p.shape)) for n, p in module.named_parameters()}
-    out[None] = tuple((m.merged, m.disable_adapters, tuple(m.active_adapters)) for m in lora_layers(module))
+def fingerprint(module, storages: frozenset = frozenset()) -> dict:
+    """What a model built on `module` depends on: each base parameter's memory, dtype, device and
+    shape, and the state of the LoRA layers on weights outside `storages`. LoRA layers on weights
+    the model shares merge into its memory in place (fuse_lora, unfuse_lora, a swap): the model,
+    and a CUDA graph captured on it, read the new weights with no rebuild."""
+    out = {_base_name(n): (p.data_ptr(), p.dtype, p.device, tuple(p.shape))
+           for n, p in module.named_parameters() if ".lora_" not in n}
+    out[None] = tuple((m.merged, m.disable_adapters, tuple(m.active_adapters)) for m in lora_layers(module)
+                      if _storage(m.base_layer.weight) not in storages)
     return out
 
 
@@ -98,7 +104,8 @@ def share(kind: loading.ModelKind, module: torch.nn.Module, config) -> Shared:
     tensors = list(model.parameters()) + list(model.buffers())
     shared = sum(t.numel() * t.element_size() for t in tensors if _storage(t) in theirs)
     extra = sum(t.numel() * t.element_size() for t in tensors if _storage(t) not in theirs)
-    return Shared(model.eval(), module, fingerprint(module), shared, extra)
+    storages = frozenset(_storage(t) for t in tensors)
+    return Shared(model.eval(), module, fingerprint(module, storages), shared, extra, storages)
 
 
 def share_unet(module, prediction_type: str) -> Shared:

@@ -1,6 +1,7 @@
 """LoRA after fastdiff.accelerate changes the images as it does in diffusers: unfused LoRA layers
 run diffusers' loop (one warning); fuse_lora merges into the shared tensors and the fused loop
-serves the call; unfuse_lora and a LoRA swap follow. Needs peft, as diffusers' LoRA loading does."""
+serves the call; unfuse_lora and a LoRA swap follow, with no rebuild of the model. Needs peft, as
+diffusers' LoRA loading does."""
 import copy
 import warnings
 
@@ -63,10 +64,15 @@ def test_lora_load_fuse_unfuse_swap(tmp_path):
     check(served=False)
     each(lambda p: p.fuse_lora())
     check(served=True)
-    mine = {p.untyped_storage().data_ptr() for p in fast._fastdiff.shared["unet"].model.parameters()}
+    model, pipelines = fast._fastdiff.shared["unet"].model, dict(fast._fastdiff.pipelines)
+    mine = {p.untyped_storage().data_ptr() for p in model.parameters()}
     assert all(p.untyped_storage().data_ptr() in mine for n, p in fast.unet.named_parameters() if "lora_" not in n)
     each(lambda p: p.unfuse_lora())
     check(served=False)
     each(lambda p: (p.unload_lora_weights(), p.load_lora_weights(_lora(sd.unet, 2), adapter_name="two"),
                     p.fuse_lora()))
     check(served=True)
+    # the swap merged into the shared weights in place: the same model and sampling pipeline (on
+    # CUDA, the same captured graphs) serve it
+    assert fast._fastdiff.shared["unet"].model is model
+    assert all(fast._fastdiff.pipelines[k] is v for k, v in pipelines.items())
