@@ -8,13 +8,12 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from .. import ops
 from . import convert, loading
 from .blocks import Attention, Mlp, TimestepEmbedding, sincos_pos_embed, timestep_embedding
 from .configs import DiTConfig
 
-
-def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    return x * (1 + scale[:, None]) + shift[:, None]
+NORM_EPS = 1e-6  # the LayerNorms without affine before the attention and the output
 
 
 class PatchEmbed(nn.Module):
@@ -42,28 +41,28 @@ class DiTBlock(nn.Module):
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float, mlp_norm_eps: float):
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.mlp_norm_eps = mlp_norm_eps
         self.attn = Attention(dim, heads, dim // heads, qkv_bias=True)
-        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=mlp_norm_eps)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        x = x + gate_msa[:, None] * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
-        return x + gate_mlp[:, None] * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        h = ops.adaln(x, shift_msa, scale_msa, NORM_EPS)
+        # the attention's gated residual add, the MLP's LayerNorm and its modulation in one pass
+        x, h = ops.adaln(self.attn(h), shift_mlp, scale_mlp, self.mlp_norm_eps, gate=gate_msa, residual=x)
+        return torch.addcmul(x, gate_mlp[:, None], self.mlp(h))
 
 
 class FinalLayer(nn.Module):
     def __init__(self, dim: int, patch: int, out_ch: int):
         super().__init__()
-        self.norm_final = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.linear = nn.Linear(dim, patch * patch * out_ch)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
-        return self.linear(modulate(self.norm_final(x), shift, scale))  # (B, T, p*p*out)
+        return self.linear(ops.adaln(x, shift, scale, NORM_EPS))  # (B, T, p*p*out)
 
 
 class DiT(nn.Module):

@@ -64,9 +64,10 @@ class SingleBlock(nn.Module):
 
     def forward(self, x, silu_c, rope):
         shift, scale, gate = self.modulation(silu_c).chunk(3, dim=1)
-        qkv, mlp = self.linear1(ops.adaln(x, shift, scale, NORM_EPS)).split(
-            [3 * self.heads * self.head_dim, self.mlp_hidden], dim=-1)
-        qkv = qkv.unflatten(-1, (3, self.heads, self.head_dim))   # (B, S, 3, H, D), views of linear1's output
+        h = self.linear1(ops.adaln(x, shift, scale, NORM_EPS))
+        # slices, not split(): qk_norm_rope writes into the QKV part, which autograd allows on a plain view only
+        inner = 3 * self.heads * self.head_dim
+        qkv, mlp = h[..., :inner].unflatten(-1, (3, self.heads, self.head_dim)), h[..., inner:]  # (B, S, 3, H, D)
         norm_rope(qkv, self.norm_q.weight, self.norm_k.weight, rope)
         attn = joint_attention([qkv])[0]                           # (B, S, H * D)
         out = self.linear2(torch.cat([attn, F.gelu(mlp, approximate="tanh")], dim=-1))

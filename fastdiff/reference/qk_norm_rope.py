@@ -11,7 +11,8 @@ def rms_norm_rope(x, weight, cos, sin, eps):
     angle's cos and sin repeated for both members of the pair. Computed in fp32 (float64 for
     float64 inputs); returns a new tensor in x's dtype."""
     ct = torch.float64 if x.dtype == torch.float64 else torch.float32
-    xc = x.to(ct)
+    # a copy when autograd records: qk_norm_rope then overwrites x, which backward would read
+    xc = x.to(ct, copy=torch.is_grad_enabled() and x.requires_grad)
     y = xc * torch.rsqrt(xc.square().mean(-1, keepdim=True) + eps) * weight.to(ct)
     if cos is not None:
         a, b = y.unflatten(-1, (-1, 2)).unbind(-1)

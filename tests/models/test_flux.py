@@ -126,3 +126,11 @@ def test_flux_presets_have_diffusers_parameters(preset):
         model = Flux(config)
     assert FluxConfig.from_diffusers(dict(ref.config)) == config
     assert sum(t.numel() for t in model.state_dict().values()) == sum(t.numel() for t in ref.state_dict().values())
+
+
+def test_flux_trains():
+    """With autograd the ops run their references, qk_norm_rope in place on views of the projections."""
+    model = Flux(FluxConfig(**TINY)).train()
+    args = inputs(diffusers_flux(True))
+    ours(model, *args).square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -127,3 +127,12 @@ def test_sd3_presets_have_diffusers_parameters(preset, diffusers_config):
     assert MMDiTConfig.from_diffusers(dict(ref.config)) == config
     count = sum(t.numel() for t in model.state_dict().values())
     assert count == sum(t.numel() for t in ref.state_dict().values())
+
+
+def test_sd3_trains():
+    """With autograd the ops run their references, qk_norm_rope in place on views of the projections;
+    every parameter but the last text stream's attention output (unused, as in diffusers) gets a gradient."""
+    model = MMDiT(MMDiTConfig(**TINY, **CONFIGS["sd35"])).train()
+    torch.nn.init.normal_(model.pos_embed)
+    ours(model, *inputs(diffusers_sd3("sd35"))).square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
