@@ -11,7 +11,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from common import Results, auto_case, backend_impls, compile_static, copy_bandwidth, env_info, require_gpu, rotations
+from common import Results, backend_impls, compile_static, copy_bandwidth, env_info, require_gpu, rotations
 from fastdiff import backends, ops
 from fastdiff.models import UNet, UNetConfig, VAE, VAEConfig
 from fastdiff.models.blocks import GroupNorm
@@ -76,17 +76,7 @@ def main():
             if case is None:
                 continue
             inputs, desc, impls = case
-            nbytes = 2 * torch.Size(shape).numel() * 2
-
-            def fields(ms, nbytes=nbytes):
-                return {"us": round(ms * 1e3, 1), "GB/s": round(nbytes / ms / 1e6, 1),
-                        "of copy bw": round(nbytes / ms * 1e3 / ceiling, 3)}
-            times, rows = results.time(key, impls, inputs, fields)
-            results.add_auto(auto_case("group_norm", desc, times))
-            eager = times.get("torch eager")
-            for impl, row in rows.items():
-                row["vs eager"] = round(eager / times[impl], 2) if eager else None
-            results.save()
+            results.time_bandwidth(key, "group_norm", desc, impls, inputs, 2 * torch.Size(shape).numel() * 2, ceiling)
             del case, inputs, impls
     status = results.finish()
     print(f"copy bandwidth {ceiling / 1e12:.2f} TB/s on {env_info()['device']}")

@@ -1,8 +1,11 @@
-"""One step (one forward pass) of each model, fp16, measured in one run:
+"""One step (one forward pass) of each model, fp16 (Flux bf16, its released dtype), measured in one run:
 
   sd15 unet   SD1.5 U-Net, batch 2, 512px (2x4x64x64 latents, 2x77x768 context)
   dit-xl/2    DiT-XL/2, batch 2, 256px (2x4x32x32 latents, class labels)
   vae decode  SD VAE decode, 512px (1x4x64x64 latents)
+  sd3-medium  SD3-medium transformer, batch 2 (CFG), 1024px (2x16x128x128 latents, 2x333x4096 text)
+  flux-dev    Flux-dev transformer, batch 1 (embedded guidance), 1024px, bf16 (1x4096x64 packed
+              latents, 1x512x4096 text)
 
 Rows: fastdiff on auto's backends (run benchmarks/record_auto.py first, or auto keeps its static
 orders), fastdiff forced onto the torch backend and preferring each fused backend (triton, cuda:
@@ -36,7 +39,8 @@ from torch.utils.flop_counter import FlopCounterMode, register_flop_formula  # n
 from common import (FASTDIFF_BACKENDS, Results, compile_static, convert_diffusers, env_info, matmul_flops,  # noqa: E402
                     require_gpu, share_dit_embedders, time_ms)
 from fastdiff import ops  # noqa: E402
-from fastdiff.models import DiT, DiTConfig, UNet, UNetConfig, VAE, VAEConfig  # noqa: E402
+from fastdiff.models import (DiT, DiTConfig, Flux, FluxConfig, MMDiT, MMDiTConfig, UNet, UNetConfig, VAE,  # noqa: E402
+                             VAEConfig)
 
 try:
     import diffusers
@@ -89,7 +93,42 @@ def vae_decode():
     return [fd, m], fd.decode, lambda z: m.decode(z, return_dict=False)[0], inputs, True
 
 
-CASES = {"sd15 unet": sd15_unet, "dit-xl/2": dit_xl2, "vae decode": vae_decode}
+def sd3_medium():
+    inputs = (torch.randn(2, 16, 128, 128), torch.randn(2, 333, 4096), torch.randn(2, 2048),
+              torch.rand(2) * 1000)
+    if diffusers is None:
+        fd = MMDiT(MMDiTConfig.sd3_medium())
+        return [fd], fd, None, inputs, False
+    m = diffusers.SD3Transformer2DModel(num_layers=24, num_attention_heads=24, caption_projection_dim=1536,
+                                        pos_embed_max_size=192)
+    fd = convert_diffusers(m)
+    return [fd, m], fd, lambda x, c, p, t: m(hidden_states=x, encoder_hidden_states=c, pooled_projections=p,
+                                             timestep=t, return_dict=False)[0], inputs, False
+
+
+def flux_dev():
+    grid = torch.stack(torch.meshgrid(torch.arange(64), torch.arange(64), indexing="ij"), -1).reshape(-1, 2)
+    img_ids, txt_ids = torch.cat([torch.zeros(4096, 1), grid.float()], dim=1), torch.zeros(512, 3)
+    inputs = (torch.randn(1, 4096, 64), torch.randn(1, 512, 4096), torch.randn(1, 768), torch.rand(1),
+              torch.full((1,), 3.5))
+
+    def fd_call(x, c, p, t, g):
+        return fd(x, c, p, t, img_ids, txt_ids, g)
+    if diffusers is None:
+        fd = Flux(FluxConfig.dev())
+        return [fd], fd_call, None, inputs, False
+    m = diffusers.FluxTransformer2DModel(guidance_embeds=True)
+    fd = convert_diffusers(m)
+    return [fd, m], fd_call, lambda x, c, p, t, g: m(
+        hidden_states=x, encoder_hidden_states=c, pooled_projections=p, timestep=t, img_ids=img_ids, txt_ids=txt_ids,
+        guidance=g, return_dict=False)[0], inputs, False
+
+
+CASES = {"sd15 unet": sd15_unet, "dit-xl/2": dit_xl2, "vae decode": vae_decode, "sd3-medium 1024px": sd3_medium,
+         "flux-dev 1024px": flux_dev}
+# The dtype each case runs in (float16 otherwise); its weights are created in it: Flux's 12B
+# parameters in fp32 would not fit beside a second copy.
+DTYPES = {"flux-dev 1024px": torch.bfloat16}
 
 
 def on_backend(name, fn):
@@ -108,15 +147,20 @@ def first_call_s(fn, inputs) -> float:
     return time.perf_counter() - start
 
 
-def prepare(build):
-    """The case built on the GPU in fp16 (channels_last for the conv models): (models, fastdiff
+def prepare(build, dtype):
+    """The case built on the GPU in dtype (channels_last for the conv models): (models, fastdiff
     call, diffusers call or None, inputs)."""
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        models, fd_call, df_call, inputs, conv = build()
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device("cuda"):
+            models, fd_call, df_call, inputs, conv = build()
+    finally:
+        torch.set_default_dtype(default)
     for m in models:
-        m.half().eval()
-    inputs = tuple(x.half() if x.is_floating_point() else x for x in inputs)
+        m.to(dtype).eval()
+    inputs = tuple(x.to(dtype) if x.is_floating_point() else x for x in inputs)
     if conv:
         for m in models:
             m.to(memory_format=torch.channels_last)
@@ -139,7 +183,7 @@ def main():
     base = "diffusers eager" if diffusers is not None else "fastdiff torch"
     results = Results("models", ["model", "impl", "ms", f"vs {base}", "first call s", "TFLOP/s", "of matmul peak"])
     for name, build in CASES.items():
-        case = results.call({"model": name, "impl": "build"}, prepare, build)
+        case = results.call({"model": name, "impl": "build"}, prepare, build, DTYPES.get(name, torch.float16))
         if case is None:
             continue
         models, fd_call, df_call, inputs = case

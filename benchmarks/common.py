@@ -203,6 +203,21 @@ class Results:
                 times[label] = ms
         return times, rows
 
+    def time_bandwidth(self, key: dict, op: str, desc, impls: dict, inputs: list[tuple], nbytes: int,
+                       ceiling: float) -> None:
+        """Time a memory-bound op's impls (one "torch eager") moving nbytes a call: us, GB/s, the
+        fraction of the copy bandwidth `ceiling` and the speedup over eager per row, the fastdiff
+        backends' order for fastdiff/measured.json; saved."""
+        def fields(ms):
+            return {"us": round(ms * 1e3, 1), "GB/s": round(nbytes / ms / 1e6, 1),
+                    "of copy bw": round(nbytes / ms * 1e3 / ceiling, 3)}
+        times, rows = self.time(key, impls, inputs, fields)
+        self.add_auto(auto_case(op, desc, times))
+        eager = times.get("torch eager")
+        for impl, row in rows.items():
+            row["vs eager"] = round(eager / times[impl], 2) if eager else None
+        self.save()
+
     def save(self) -> None:
         if self._env is None:
             self._env = env_info()
@@ -244,12 +259,14 @@ def release_memory() -> None:
 
 
 def convert_diffusers(model, dtype=None):
-    """The fastdiff model holding a diffusers UNet2DConditionModel's, DiTTransformer2DModel's or
-    AutoencoderKL's weights: fastdiff.models.from_pretrained of its state dict, with the config
-    converted from the diffusers model's config."""
-    from fastdiff.models import DiTConfig, UNetConfig, VAEConfig, from_pretrained
+    """The fastdiff model holding a diffusers UNet2DConditionModel's, DiTTransformer2DModel's,
+    AutoencoderKL's, SD3Transformer2DModel's or FluxTransformer2DModel's weights:
+    fastdiff.models.from_pretrained of its state dict, with the config converted from the diffusers
+    model's config."""
+    from fastdiff.models import DiTConfig, FluxConfig, MMDiTConfig, UNetConfig, VAEConfig, from_pretrained
 
-    configs = {"UNet2DConditionModel": UNetConfig, "DiTTransformer2DModel": DiTConfig, "AutoencoderKL": VAEConfig}
+    configs = {"UNet2DConditionModel": UNetConfig, "DiTTransformer2DModel": DiTConfig, "AutoencoderKL": VAEConfig,
+               "SD3Transformer2DModel": MMDiTConfig, "FluxTransformer2DModel": FluxConfig}
     config = configs[type(model).__name__].from_diffusers(dict(model.config))
     return from_pretrained(model.state_dict(), config=config, dtype=dtype)
 
