@@ -98,7 +98,7 @@ def unserved(a: dict, *names: str) -> None:
         raise NotAccelerated(", ".join(unserved))
 
 
-class _WithAddedCond:
+class WithAddedCond:
     """SDXL's U-Net as the fused loop calls a denoiser, every conditioning input a tensor."""
 
     def __init__(self, unet):
@@ -118,24 +118,13 @@ def prepare_sdxl(pipe, acc, a: dict) -> Callable:
     check_generator(generator, plan, device)
     height = a["height"] or pipe.default_sample_size * pipe.vae_scale_factor
     width = a["width"] or pipe.default_sample_size * pipe.vae_scale_factor
-    prompt, n = a["prompt"], a["num_images_per_prompt"]
-    pipe.check_inputs(prompt, a["prompt_2"], height, width, None, a["negative_prompt"], a["negative_prompt_2"],
+    pipe.check_inputs(a["prompt"], a["prompt_2"], height, width, None, a["negative_prompt"], a["negative_prompt_2"],
                       a["prompt_embeds"], a["negative_prompt_embeds"], a["pooled_prompt_embeds"],
                       a["negative_pooled_prompt_embeds"], None, None, ["latents"])
 
     def run():
-        pipe._guidance_scale, pipe._guidance_rescale, pipe._clip_skip = a["guidance_scale"], 0.0, a["clip_skip"]
-        pipe._cross_attention_kwargs, pipe._denoising_end, pipe._interrupt = None, None, False
-        cfg = pipe.do_classifier_free_guidance
-        batch = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else a["prompt_embeds"].shape[0]
-        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
-            prompt=prompt, prompt_2=a["prompt_2"], device=device, num_images_per_prompt=n,
-            do_classifier_free_guidance=cfg, negative_prompt=a["negative_prompt"],
-            negative_prompt_2=a["negative_prompt_2"], prompt_embeds=a["prompt_embeds"],
-            negative_prompt_embeds=a["negative_prompt_embeds"], pooled_prompt_embeds=a["pooled_prompt_embeds"],
-            negative_pooled_prompt_embeds=a["negative_pooled_prompt_embeds"], lora_scale=None,
-            clip_skip=a["clip_skip"])
-        projection = int(pooled.shape[-1]) if pipe.text_encoder_2 is None else pipe.text_encoder_2.config.projection_dim
+        embeds, negative, pooled, negative_pooled, batch, cfg = sdxl_prompt(pipe, a, device)
+        projection = sdxl_projection_dim(pipe, pooled)
         time_ids = pipe._get_add_time_ids(a["original_size"] or (height, width), a["crops_coords_top_left"],
                                           a["target_size"] or (height, width), dtype=embeds.dtype,
                                           text_encoder_projection_dim=projection)
@@ -144,29 +133,61 @@ def prepare_sdxl(pipe, acc, a: dict) -> Callable:
             negative_time_ids = pipe._get_add_time_ids(a["negative_original_size"],
                                                        a["negative_crops_coords_top_left"], a["negative_target_size"],
                                                        dtype=embeds.dtype, text_encoder_projection_dim=projection)
-        if cfg:
-            embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
-            time_ids = torch.cat([negative_time_ids, time_ids])
-        time_ids = time_ids.to(device).repeat(batch * n, 1)
-        shape = (batch * n, pipe.unet.config.in_channels, height // pipe.vae_scale_factor,
-                 width // pipe.vae_scale_factor)
+        n = batch * a["num_images_per_prompt"]
+        # diffusers repeats the [negative; positive] pair of time ids here, one row pair per image
+        cond = sdxl_cond(embeds, negative, pooled, negative_pooled, time_ids, negative_time_ids, cfg, device, n)
+        shape = (n, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
         noise = draw(shape, generator, device, embeds.dtype, a["latents"])
-        cond = (embeds.to(device), pooled.to(device), time_ids)
         latents = acc.loop(unet, noise, plan, cond, a["guidance_scale"] if cfg else None, generator, pipe,
-                           wrap=_WithAddedCond)
-        if a["output_type"] == "latent":
-            image = latents
-        else:
-            image = _decode_sdxl(pipe, acc, latents)
-            if pipe.watermark is not None:
-                image = pipe.watermark.apply_watermark(image)
-            image = pipe.image_processor.postprocess(image, output_type=a["output_type"])
-        pipe.maybe_free_model_hooks()
-        if not a["return_dict"]:
-            return (image,)
-        from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
-        return StableDiffusionXLPipelineOutput(images=image)
+                           wrap=WithAddedCond)
+        return sdxl_output(pipe, acc, a, latents)
     return run
+
+
+def sdxl_prompt(pipe, a: dict, device):
+    """(embeds, negative, pooled, negative pooled, the prompt batch, whether CFG is on), as SDXL's
+    pipelines encode them, their call state set as they set it."""
+    pipe._guidance_scale, pipe._guidance_rescale, pipe._clip_skip = a["guidance_scale"], 0.0, a["clip_skip"]
+    pipe._cross_attention_kwargs, pipe._denoising_end, pipe._interrupt = None, None, False
+    cfg, prompt = pipe.do_classifier_free_guidance, a["prompt"]
+    batch = 1 if isinstance(prompt, str) else len(prompt) if prompt is not None else a["prompt_embeds"].shape[0]
+    encoded = pipe.encode_prompt(
+        prompt=prompt, prompt_2=a["prompt_2"], device=device, num_images_per_prompt=a["num_images_per_prompt"],
+        do_classifier_free_guidance=cfg, negative_prompt=a["negative_prompt"],
+        negative_prompt_2=a["negative_prompt_2"], prompt_embeds=a["prompt_embeds"],
+        negative_prompt_embeds=a["negative_prompt_embeds"], pooled_prompt_embeds=a["pooled_prompt_embeds"],
+        negative_pooled_prompt_embeds=a["negative_pooled_prompt_embeds"], lora_scale=None, clip_skip=a["clip_skip"])
+    return (*encoded, batch, cfg)
+
+
+def sdxl_projection_dim(pipe, pooled) -> int:
+    return int(pooled.shape[-1]) if pipe.text_encoder_2 is None else pipe.text_encoder_2.config.projection_dim
+
+
+def sdxl_cond(embeds, negative, pooled, negative_pooled, time_ids, negative_time_ids, cfg: bool, device,
+              repeat: int = 1) -> tuple:
+    """The U-Net's conditioning tensors for WithAddedCond, [uncond; cond] under CFG; the time ids
+    then repeated `repeat` times."""
+    if cfg:
+        embeds, pooled = torch.cat([negative, embeds]), torch.cat([negative_pooled, pooled])
+        time_ids = torch.cat([negative_time_ids, time_ids])
+    return embeds.to(device), pooled.to(device), time_ids.to(device).repeat(repeat, 1)
+
+
+def sdxl_output(pipe, acc, a: dict, latents):
+    """SDXL's pipeline output from the final latents: decode, watermark, postprocessing."""
+    if a["output_type"] == "latent":
+        image = latents
+    else:
+        image = _decode_sdxl(pipe, acc, latents)
+        if pipe.watermark is not None:
+            image = pipe.watermark.apply_watermark(image)
+        image = pipe.image_processor.postprocess(image, output_type=a["output_type"])
+    pipe.maybe_free_model_hooks()
+    if not a["return_dict"]:
+        return (image,)
+    from diffusers.pipelines.stable_diffusion_xl import StableDiffusionXLPipelineOutput
+    return StableDiffusionXLPipelineOutput(images=image)
 
 
 def _decode_sdxl(pipe, acc, latents):

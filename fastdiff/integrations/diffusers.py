@@ -33,6 +33,8 @@ PIPELINES = {
     "StableDiffusionPipeline": (calls.prepare_sd, "unet", _SD_FALLS_BACK),
     "StableDiffusionImg2ImgPipeline": (img2img.prepare_sd_img2img, "unet", _SD_FALLS_BACK),
     "StableDiffusionXLPipeline": (calls.prepare_sdxl, "unet", _SD_FALLS_BACK + ", denoising_end"),
+    "StableDiffusionXLImg2ImgPipeline": (img2img.prepare_sdxl_img2img, "unet",
+                                         _SD_FALLS_BACK + ", denoising_start, denoising_end"),
     "DiTPipeline": (calls.prepare_dit, "transformer", "schedulers that scale the model input (Euler, Heun), a "
                     "stochastic sampler under guidance, a list of generators"),
 }
@@ -146,7 +148,7 @@ def _accelerated_class(base: type) -> type:
 def accelerate(pipe, *, backend: str = "auto", cuda_graphs: bool = True, verbose: bool = False):
     """Make a diffusers pipeline sample on fastdiff, in place; returns the pipeline.
 
-    StableDiffusion(Img2Img)Pipeline, StableDiffusionXLPipeline and DiTPipeline calls run fastdiff's
+    StableDiffusion(XL)(Img2Img)Pipeline and DiTPipeline calls run fastdiff's
     U-Net / DiT and VAE, which share the pipeline's parameter tensors (no second copy of the
     weights), and its fused CFG + sampler_step loop, when the scheduler maps to a fastdiff
     sampler (DDPM, DDIM, Euler, Euler ancestral, Heun, DPM-Solver++ 2M, LCM, with the config
@@ -224,7 +226,7 @@ def explain(pipe) -> str:
     denoiser = PIPELINES[name][1]
     lines = [f"{name} accelerated by fastdiff"]
     lines += [_module_line(acc, slot) for slot in (denoiser, "vae")]
-    if name == "StableDiffusionImg2ImgPipeline":
+    if name in ("StableDiffusionImg2ImgPipeline", "StableDiffusionXLImg2ImgPipeline"):
         lines.append("  the input image: diffusers' VAE encoder and scheduler.add_noise (on the same tensors)")
     lines += [f"  {slot}: {type(getattr(pipe, slot)).__name__} runs in transformers (fastdiff has no text encoder)"
               for slot in ("text_encoder", "text_encoder_2") if getattr(pipe, slot, None) is not None]

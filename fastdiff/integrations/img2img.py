@@ -1,6 +1,7 @@
-"""The accelerated call of StableDiffusionImg2ImgPipeline: diffusers encodes the image and noises
-it to the strength's first timestep (its own VAE encoder and scheduler.add_noise, so the start
-is diffusers' to the bit); fastdiff runs the remaining rows of the sampler's plan."""
+"""The accelerated calls of StableDiffusionImg2ImgPipeline and StableDiffusionXLImg2ImgPipeline:
+diffusers encodes the image and noises it to the strength's first timestep (its own VAE encoder
+and scheduler.add_noise, so the start is diffusers' to the bit); fastdiff runs the remaining rows
+of the sampler's plan."""
 from __future__ import annotations
 
 from typing import Callable
@@ -45,4 +46,45 @@ def prepare_sd_img2img(pipe, acc, a: dict) -> Callable:
                                      a["generator"])
         latents = acc.loop(unet, start, rows, (cond,), a["guidance_scale"] if cfg else None, a["generator"], pipe)
         return calls.sd_output(pipe, acc, a, latents, device, cond.dtype)
+    return run
+
+
+def prepare_sdxl_img2img(pipe, acc, a: dict) -> Callable:
+    """StableDiffusionXLImg2ImgPipeline: SDXL's conditioning with aesthetic-score time ids, from
+    the strength's first step on."""
+    calls.unserved(a, *calls.SD_UNSERVED, "denoising_start", "denoising_end")
+    steps, strength = a["num_inference_steps"], a["strength"]
+    pipe.check_inputs(a["prompt"], a["prompt_2"], strength, steps, None, a["negative_prompt"],
+                      a["negative_prompt_2"], a["prompt_embeds"], a["negative_prompt_embeds"], None, None, ["latents"])
+    plan = calls.plan_for(pipe.scheduler, steps, a["eta"])
+    first = max(steps - min(int(steps * strength), steps), 0) * pipe.scheduler.order
+    rows = tail(plan, first)
+    unet = acc.model("unet", pipe.scheduler.config.get("prediction_type", "epsilon"))
+    device = pipe._execution_device
+    calls.check_generator(a["generator"], rows, device)
+
+    def run():
+        embeds, negative, pooled, negative_pooled, batch, cfg = calls.sdxl_prompt(pipe, a, device)
+        pipe._denoising_start = None
+        image = pipe.image_processor.preprocess(a["image"])
+        pipe.scheduler.set_timesteps(steps, device=device)
+        timesteps, _ = pipe.get_timesteps(steps, strength, device)
+        n = batch * a["num_images_per_prompt"]
+        start = a["latents"]
+        if start is None:
+            start = pipe.prepare_latents(image, timesteps[:1].repeat(n), batch, a["num_images_per_prompt"],
+                                         embeds.dtype, device, a["generator"], True)
+        height, width = (s * pipe.vae_scale_factor for s in start.shape[-2:])
+        original, target = a["original_size"] or (height, width), a["target_size"] or (height, width)
+        time_ids, negative_time_ids = pipe._get_add_time_ids(
+            original, a["crops_coords_top_left"], target, a["aesthetic_score"], a["negative_aesthetic_score"],
+            a["negative_original_size"] or original, a["negative_crops_coords_top_left"],
+            a["negative_target_size"] or target, dtype=embeds.dtype,
+            text_encoder_projection_dim=calls.sdxl_projection_dim(pipe, pooled))
+        # diffusers repeats each set of time ids per image before pairing them
+        cond = calls.sdxl_cond(embeds, negative, pooled, negative_pooled, time_ids.repeat(n, 1),
+                               negative_time_ids.repeat(n, 1), cfg, device)
+        latents = acc.loop(unet, start.to(device), rows, cond, a["guidance_scale"] if cfg else None,
+                           a["generator"], pipe, wrap=calls.WithAddedCond)
+        return calls.sdxl_output(pipe, acc, a, latents)
     return run

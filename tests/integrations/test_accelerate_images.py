@@ -1,4 +1,4 @@
-"""Same images: a tiny random diffusers pipeline's (Stable Diffusion, SDXL, DiT) output after
+"""Same images: a tiny random diffusers pipeline's (Stable Diffusion, SDXL, their img2img, DiT) output after
 fastdiff.accelerate against its output before, for every scheduler the fused loop serves, with
 and without CFG, at two sizes and batch sizes, under the numerics rule (float32 on the torch
 backend, against the same diffusers pipeline in float64). One accelerated pipeline per module
@@ -73,6 +73,14 @@ def sdxl(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def sdxl_img2img(tmp_path_factory):
+    sdxl = tiny_pipelines.sdxl(tmp_path_factory.mktemp("tokenizer"), diffusers.DDIMScheduler)
+    pipe = diffusers.StableDiffusionXLImg2ImgPipeline(**sdxl.components)
+    pipe.set_progress_bar_config(disable=True)
+    return _trio(pipe)
+
+
+@pytest.fixture(scope="module")
 def dit():
     return _trio(tiny_pipelines.dit(diffusers.DDIMScheduler))
 
@@ -127,6 +135,19 @@ def test_stable_diffusion_xl(sdxl, case):
     calls[0].update(prompt_2="zq", original_size=(40, 40), crops_coords_top_left=(2, 4),
                     negative_original_size=(8, 8), negative_target_size=(16, 16))
     _assert_same(sdxl, scheduler, config, calls)
+
+
+@pytest.mark.parametrize("case", ["ddim", "euler_a", "dpmpp_2m_karras_v"])
+def test_stable_diffusion_xl_img2img(sdxl_img2img, case):
+    scheduler, config, call = SD_CASES[case]
+    g = torch.Generator().manual_seed(4)
+    calls = [dict(prompt="a red ring", prompt_2="zq", image=torch.rand(1, 3, 16, 16, generator=g), strength=0.6,
+                  guidance_scale=7.5, num_inference_steps=5, num_images_per_prompt=2, aesthetic_score=7.0,
+                  negative_original_size=(8, 8), negative_target_size=(16, 16)),
+             dict(prompt=["abc", "xyz"], image=torch.rand(2, 3, 24, 32, generator=g), strength=0.8,
+                  guidance_scale=1.0, num_inference_steps=4)]
+    _assert_same(sdxl_img2img, scheduler, config, [{**c, **call} for c in calls])
+    assert "the input image: diffusers' VAE encoder" in fastdiff.explain(sdxl_img2img[2])
 
 
 @pytest.mark.parametrize("scheduler", [diffusers.DDIMScheduler, diffusers.DPMSolverMultistepScheduler])
