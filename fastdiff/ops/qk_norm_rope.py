@@ -1,12 +1,16 @@
 """RMSNorm of each head of q and k, then the rotary position embedding, in place."""
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import torch
 
 from .. import backends, reference
-from ._common import OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd
+from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
+                      signature)
+
+_memo: dict = {}  # call signature -> launcher with eps bound (fastdiff.ops._common)
 
 
 def _describe(q: torch.Tensor, *args, **kwargs) -> backends.Inputs:
@@ -72,11 +76,17 @@ def qk_norm_rope(q: torch.Tensor, k: torch.Tensor, q_weight: torch.Tensor, k_wei
     (x[2i] cos - x[2i+1] sin, x[2i+1] cos + x[2i] sin) (Flux's convention; D even).
     Statistics and arithmetic in fp32. Returns (q, k), the tensors passed in.
     """
-    eps = _check(q, k, q_weight, k_weight, cos, sin, eps)
-    if needs_autograd(q, k, q_weight, k_weight, cos, sin):
-        return reference.qk_norm_rope(q, k, q_weight, k_weight, cos, sin, eps)
-    (_launch if eager(q, k, q_weight, k_weight, cos, sin) else _qk_norm_rope_op)(q, k, q_weight, k_weight, cos, sin,
-                                                                               eps)
+    key = signature((q, k, q_weight, k_weight, cos, sin), (eps,))
+    launch = _memo.get(key)
+    if launch is None:
+        eps = _check(q, k, q_weight, k_weight, cos, sin, eps)
+        if needs_autograd(q, k, q_weight, k_weight, cos, sin):
+            return reference.qk_norm_rope(q, k, q_weight, k_weight, cos, sin, eps)
+        if not eager(q, k, q_weight, k_weight, cos, sin):
+            _qk_norm_rope_op(q, k, q_weight, k_weight, cos, sin, eps)
+            return q, k
+        launch = remember(_memo, key, functools.partial(launcher("qk_norm_rope", _describe(q)), eps=eps))
+    launch(q, k, q_weight, k_weight, cos, sin)
     return q, k
 
 
