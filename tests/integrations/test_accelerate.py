@@ -1,6 +1,7 @@
 """fastdiff.accelerate on tiny random pipelines: the weights are shared, not copied; calls the
 fused loop cannot serve run diffusers' loop after one warning and give diffusers' images; a
-pipeline fastdiff does not serve is left as it was; explain says what runs where."""
+pipeline fastdiff does not serve (ControlNet) is left as it was and gives its images; explain says
+what runs where."""
 import copy
 import warnings
 
@@ -167,3 +168,22 @@ def test_dit_calls_it_does_not_reproduce_run_diffusers_loop(scheduler, guidance,
         got = images(fast)
     assert why in fast._fastdiff.last
     assert torch.equal(got, want)
+
+
+def test_controlnet_pipeline_runs_diffusers_code_and_images(sd):
+    plain = copy.deepcopy(sd)
+    torch.manual_seed(1)
+    # one downsampling in the conditioning embedding: the tiny VAE scales by 2, not 8
+    controlnet = tiny_pipelines.randomize(diffusers.ControlNetModel.from_unet(
+        plain.unet, conditioning_embedding_out_channels=(8, 16)))
+    components = {k: v for k, v in plain.components.items() if k != "image_encoder"}
+    pipe = diffusers.StableDiffusionControlNetPipeline(**components, controlnet=controlnet,
+                                                       requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    image = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    want = _images(pipe, image=image)
+    fast = copy.deepcopy(pipe)
+    with pytest.warns(RuntimeWarning, match="StableDiffusionControlNetPipeline is not accelerated"):
+        fastdiff.accelerate(fast)
+    assert torch.equal(_images(fast, image=image), want)
+    assert "StableDiffusionControlNetPipeline: not accelerated" in fastdiff.explain(fast)
