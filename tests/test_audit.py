@@ -67,7 +67,7 @@ def _checked(row) -> list[str]:
 
 def test_every_model_kernel_ran(rows):
     ops = {(r["backend"], r["op"]) for r in rows.values() if r.get("status") == "ok"}
-    assert {("triton", "attention"), ("triton", "group_norm"), ("triton", "sampler_step"),
+    assert {("triton", "attention"), ("triton", "group_norm"), ("triton", "adaln"), ("triton", "sampler_step"),
             ("triton", "cfg_combine")} <= ops
     if _has_nvcc():
         assert {("cuda", "attention"), ("cuda", "group_norm"), ("cuda", "guidance")} <= ops
@@ -110,6 +110,16 @@ def test_workloads_come_from_the_presets():
     gn = audit.select(["vae-512", "group_norm"], dtypes=("bf16",))
     assert {w.p["layout"] for w in gn} == {"nchw", "channels_last"}
     assert any(w.p["C"] == 512 and w.p["spatial"] == (64, 64) and w.p["silu"] for w in gn)
+
+
+def test_transformer_workloads_come_from_the_presets():
+    ws = {w.name: w for w in audit.select(["sd35-large", "flux-dev"], dtypes=("bf16",))}
+    assert "attention self B1 Sq4608 Sk4608 H24 D128 bf16" in ws          # Flux: 4096 image + 512 text tokens
+    assert "adaln B1 T4608 D3072 bf16" in ws and "adaln B1 T4096 D3072 gated bf16" in ws
+    rope = ws["qk_norm_rope B1 S4096 H24 D128 rope bf16"]
+    assert rope.p["q_strides"] == (4096 * 3 * 3072, 3 * 3072, 128)        # a view of the fused QKV projection
+    assert "qk_norm_rope B2 S4096 H38 D64 bf16" in ws                       # SD3.5-large: CFG batch, no rotation
+    assert "sampler_step n262144 prev bf16" in ws and "sampler_step n262144 cfg prev bf16" in ws
 
 
 def test_a_small_kernel_reports_its_registers(tmp_path):

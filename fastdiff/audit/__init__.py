@@ -22,7 +22,7 @@ from . import report  # noqa: F401  (fastdiff.audit.report)
 from .report import row_id, summary, table, violations, write_json
 from .workloads import DTYPES, Workload, attention_workload, group_norm_workload, model_names, model_workloads
 
-OPS = ("attention", "group_norm", "sampler_step", "cfg_combine")
+OPS = ("attention", "group_norm", "adaln", "qk_norm_rope", "sampler_step", "cfg_combine")
 BACKENDS = ("triton", "cuda")
 
 
@@ -43,8 +43,8 @@ def check_names(archs=None, workloads=None, dtypes=None, backends=None) -> None:
 
 
 def select(workloads=None, dtypes=("fp16", "bf16"), cache_dir=None) -> list[Workload]:
-    """The workloads of the named models (sd15, sdxl, ..., flux) restricted to the named ops
-    (attention, group_norm, sampler_step, cfg_combine); no model named: all of them."""
+    """The workloads of the named models (sd15, sdxl, ..., flux-dev) restricted to the named ops
+    (attention, group_norm, adaln, qk_norm_rope, sampler_step, cfg_combine); no model named: all of them."""
     names = list(workloads or ())
     models = [n for n in names if n not in OPS] or None
     ops = [n for n in names if n in OPS] or list(OPS)

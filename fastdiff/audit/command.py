@@ -9,8 +9,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", action="append", default=None, metavar="ARCH",
                    help="sm_80, sm_86 or sm_90a; repeatable (default: all three)")
     p.add_argument("--workload", action="append", default=None, metavar="NAME",
-                   help="a model (sd15, sd2, sdxl, dit-xl2-256, dit-xl2-512, vae-512, vae-1024, flux, builtin-unet, "
-                        "builtin-dit, builtin-vae) or an op (attention, group_norm, sampler_step, cfg_combine); "
+                   help="a model (sd15, sd2, sdxl, dit-xl2-256, dit-xl2-512, vae-512, vae-1024, sd3-medium, "
+                        "sd35-large, flux-dev, builtin-unet, builtin-dit, builtin-vae) or an op (attention, "
+                        "group_norm, adaln, qk_norm_rope, sampler_step, cfg_combine); "
                         "repeatable (default: every model, every op)")
     p.add_argument("--dtype", action="append", default=None, metavar="DTYPE",
                    help="fp16, bf16 or fp32; repeatable (default: fp16 and bf16)")

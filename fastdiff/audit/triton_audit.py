@@ -2,10 +2,10 @@
 that is not here, and read what the compiler produced.
 
 The launchers themselves run (kernels/attention.py `attention`, kernels/group_norm.py
-`group_norm`, kernels/guidance.py `cfg_combine` and `sampler_step`), from private copies of their
-modules loaded with the interpreter off, on meta tensors of each workload's shapes, strides and
-dtype. Their kernels (the module globals `_attention_kernel`, `_fused_kernel`, `_stats_kernel`,
-`_normalize_kernel`, `_cfg_combine_kernel`, `_sampler_step_kernel`) are swapped for recorders of
+`group_norm`, kernels/adaln.py `adaln`, kernels/qk_norm_rope.py `qk_norm_rope`, kernels/guidance.py
+`cfg_combine` and `sampler_step`), from private copies of their modules loaded with the
+interpreter off, on meta tensors of each workload's shapes, strides and dtype. Their kernels (the
+module globals of LAUNCHERS) are swapped for recorders of
 the launch (arguments, grid, constexprs, num_warps, num_stages), and the device facts a launch
 asks its GPU for (`shared_memory_of`, `sm_count_of` from kernels/_device.py) return the target's:
 its opt-in shared memory and its SM count. Each recorded launch is then specialized by Triton's
@@ -44,6 +44,8 @@ LAUNCHERS = {
     "group_norm": ("fastdiff._triton.group_norm", "group_norm",
                    {"_fused_kernel": "group_norm.fused", "_stats_kernel": "group_norm.stats",
                     "_normalize_kernel": "group_norm.normalize"}),
+    "adaln": ("fastdiff._triton.adaln", "adaln", {"_adaln_kernel": "adaln"}),
+    "qk_norm_rope": ("fastdiff._triton.qk_norm_rope", "qk_norm_rope", {"_qk_norm_rope_kernel": "qk_norm_rope"}),
     "cfg_combine": ("fastdiff._triton.guidance", "cfg_combine", {"_cfg_combine_kernel": "cfg_combine"}),
     "sampler_step": ("fastdiff._triton.guidance", "sampler_step", {"_sampler_step_kernel": "sampler_step"}),
 }
@@ -132,6 +134,18 @@ def _call_launcher(w: Workload):
         weight = torch.empty(p["C"], dtype=dtype, device="meta") if p["affine"] else None
         bias = torch.empty(p["C"], dtype=dtype, device="meta") if p["affine"] else None
         fn(x, p["groups"], weight, bias, 1e-5, silu=p["silu"])
+    elif w.op == "adaln":
+        b, t, d = p["B"], p["T"], p["D"]
+        x = torch.empty((b, t, d), dtype=dtype, device="meta")
+        mod = torch.empty((b, 6 * d), dtype=dtype, device="meta")  # shift, scale, gate: chunks of one projection
+        gated = {"gate": mod[:, 2 * d:3 * d], "residual": torch.empty_like(x)} if p["gated"] else {}
+        fn(x, mod[:, :d], mod[:, d:2 * d], 1e-6, **gated)
+    elif w.op == "qk_norm_rope":
+        b, s, h, d = p["B"], p["S"], p["H"], p["D"]
+        q, k = (_meta_view(dtype, (b, s, h, d), (*p[f"{t}_strides"], 1), 0) for t in "qk")
+        weight = torch.empty(d, dtype=dtype, device="meta")
+        tables = [torch.empty((s, d), dtype=torch.float32, device="meta")] * 2 if p["rope"] else [None, None]
+        fn(q, k, weight, weight, *tables, 1e-6)
     elif w.op == "sampler_step":
         n = p["n"]
         x = torch.empty(n, dtype=dtype, device="meta")
@@ -401,6 +415,10 @@ def _config_text(label: str, kw: dict) -> str:
     if label.startswith("group_norm"):
         return (f"gpb{kw['GPB']} C{kw['BLOCK_C']} HW{kw['BLOCK_HW']}{' wide' if kw['WIDE'] else ''}"
                 f" w{kw.get('num_warps', 4)}")
+    if label == "adaln":
+        return f"B{kw['BLOCK']} x{kw['CHUNKS']} w{kw['num_warps']}"
+    if label == "qk_norm_rope":
+        return f"H{kw['BLOCK_H']} D{kw['BLOCK_D']} w{kw['num_warps']}"
     return f"B{kw['BLOCK']}"
 
 

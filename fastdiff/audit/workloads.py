@@ -1,10 +1,10 @@
-"""The workloads of the audit: every attention, GroupNorm, sampler_step and cfg_combine call that
-fastdiff's models make, read off one forward of each preset on the meta device (shapes only: no
-memory, no compute), deduplicated.
+"""The workloads of the audit: every attention, GroupNorm, adaln, qk_norm_rope, sampler_step and
+cfg_combine call that fastdiff's models make, read off one forward of each preset on the meta
+device (shapes only: no memory, no compute), deduplicated.
 
 A workload is an op with its shapes, strides, dtype and layout: exactly what a launcher sees. The
-U-Nets and the DiT run at the 2x classifier-free-guidance batch (one image), the VAE decoder at
-batch 1; the Flux-like attention is given by its shape (fastdiff has no Flux model).
+U-Nets, the DiT and SD3 run at the 2x classifier-free-guidance batch (one image), Flux-dev at
+batch 1 (its guidance is an input), the VAE decoder at batch 1.
 """
 from __future__ import annotations
 
@@ -27,6 +27,8 @@ class Workload:
     """One op call. `params` holds the op's shapes (a sorted tuple of (name, value) pairs):
     attention: B, Sq, Sk, H, D, q/k/v strides (batch, seq, head) and storage offsets (elements);
     group_norm: N, C, spatial, groups, silu, affine, layout ('nchw' or 'channels_last');
+    adaln: B, T, D, gated (x contiguous; shift, scale, gate chunks of one modulation projection);
+    qk_norm_rope: B, S, H, D, rope, q/k strides (batch, seq, head);
     sampler_step: n (latent elements), guided, prev, noise; cfg_combine: n."""
     op: str
     dtype: str
@@ -51,6 +53,10 @@ class Workload:
             spatial = "x".join(map(str, p["spatial"]))
             s = (f"{p['N']}x{p['C']}x{spatial} G{p['groups']}{' silu' if p['silu'] else ''} "
                  f"{'cl' if p['layout'] == 'channels_last' else 'nchw'}")
+        elif self.op == "adaln":
+            s = f"B{p['B']} T{p['T']} D{p['D']}{' gated' if p['gated'] else ''}"
+        elif self.op == "qk_norm_rope":
+            s = f"B{p['B']} S{p['S']} H{p['H']} D{p['D']}{' rope' if p['rope'] else ''}"
         elif self.op == "sampler_step":
             flags = [f for f in ("guided", "prev", "noise") if p[f]]
             s = " ".join([f"n{p['n']}"] + [{"guided": "cfg"}.get(f, f) for f in flags])
@@ -74,6 +80,10 @@ class Workload:
         elif self.op == "group_norm":
             hw = math.prod(p["spatial"])
             strides = [p["C"]] if p["layout"] == "channels_last" else [hw]
+        elif self.op == "adaln":
+            strides = [p["D"]]
+        elif self.op == "qk_norm_rope":
+            strides = [p["D"]] + [s for t in "qk" for s in p[f"{t}_strides"]]
         else:
             strides = [p["n"]]
         g = 16
@@ -92,6 +102,12 @@ class Workload:
         if self.op == "group_norm":
             n = p["N"] * p["C"] * math.prod(p["spatial"])
             return size * 2 * n, (12 if p["silu"] else 8) * n
+        if self.op == "adaln":  # x, y; gated also the residual and h
+            n = p["B"] * p["T"] * p["D"]
+            return size * n * (4 if p["gated"] else 2), (12 if p["gated"] else 10) * n
+        if self.op == "qk_norm_rope":  # q and k read and written in place
+            n = 2 * p["B"] * p["S"] * p["H"] * p["D"]
+            return size * 2 * n, (9 if p["rope"] else 4) * n
         if self.op == "sampler_step":
             n = p["n"]
             tensors = 1 + (2 if p["guided"] else 1) + p["prev"] + p["noise"] + 2  # x, model_out, prev, noise; x_next, d
@@ -121,6 +137,18 @@ def group_norm_workload(shape, groups, silu=True, layout="nchw", dtype="fp16", m
     return Workload("group_norm", dtype, tuple(sorted(params.items())), tuple(models))
 
 
+def _adaln(x, gate, models) -> Workload:
+    b, t, d = x.shape
+    return Workload("adaln", "fp16", tuple(sorted(dict(B=b, T=t, D=d, gated=gate is not None).items())), models)
+
+
+def _qk_norm_rope(q, k, cos, models) -> Workload:
+    b, s, h, d = q.shape
+    params = dict(B=b, S=s, H=h, D=d, rope=cos is not None, q_strides=tuple(q.stride()[:3]),
+                  k_strides=tuple(k.stride()[:3]))
+    return Workload("qk_norm_rope", "fp16", tuple(sorted(params.items())), models)
+
+
 def _latent_ops(shape, guided, models, prev=True, noise=False) -> list[Workload]:
     n = math.prod(shape)
     step = dict(n=n, guided=guided, prev=prev, noise=noise)
@@ -145,12 +173,17 @@ class _Recorder(TorchFunctionMode):
             elif name == "group_norm":
                 x, groups, weight, _bias, _eps, silu = args[:6]
                 self.calls.append(group_norm_workload(tuple(x.shape), groups, silu, models=(self.model_name,)))
+            elif name == "adaln":
+                self.calls.append(_adaln(args[0], args[3], (self.model_name,)))
+            elif name == "qk_norm_rope":
+                self.calls.append(_qk_norm_rope(args[0], args[1], args[4], (self.model_name,)))
         return func(*args, **(kwargs or {}))
 
 
 def _model_runs() -> dict:
-    """name: (build the model, run its forward on meta inputs, the latent shape sampled (None: a VAE))."""
-    from fastdiff.models import DiT, DiTConfig, UNet, UNetConfig, VAE, VAEConfig
+    """name: (build the model, run its forward on meta inputs, the latent shape sampled (None: a VAE),
+    and whether it samples with classifier-free guidance)."""
+    from fastdiff.models import DiT, DiTConfig, Flux, FluxConfig, MMDiT, MMDiTConfig, UNet, UNetConfig, VAE, VAEConfig
 
     def r(*shape):
         return torch.randn(*shape)
@@ -174,6 +207,17 @@ def _model_runs() -> dict:
         return (lambda: DiT(cfg), lambda m: m(r(2, cfg.in_channels, side, side), r(2), labels),
                 (1, cfg.in_channels, side, side))
 
+    def sd3(cfg, text=333):  # 1024px: 128x128 latents; CLIP's 77 and T5's 256 text tokens
+        return (lambda: MMDiT(cfg), lambda m: m(r(2, cfg.in_channels, 128, 128), r(2, text, cfg.joint_attention_dim),
+                                                r(2, cfg.pooled_projection_dim), r(2)),
+                (1, cfg.in_channels, 128, 128))
+
+    def flux(cfg, text=512):  # 1024px: 4096 packed tokens of 2x2 patches; T5's 512 text tokens
+        def forward(m):
+            return m(r(1, 4096, cfg.in_channels), r(1, text, cfg.joint_attention_dim), r(1, cfg.pooled_projection_dim),
+                     r(1), r(4096, 3), r(text, 3), r(1) if cfg.guidance_embeds else None)
+        return lambda: Flux(cfg), forward, (1, 4096, cfg.in_channels), False
+
     def vae(cfg, image):
         side = image // 2 ** (len(cfg.block_out_channels) - 1)
         return (lambda: VAE(cfg), lambda m: m.decode(r(1, cfg.latent_channels, side, side)), None)
@@ -186,6 +230,9 @@ def _model_runs() -> dict:
         "dit-xl2-512": dit(DiTConfig.xl2(512)),
         "vae-512": vae(VAEConfig.sd(), 512),
         "vae-1024": vae(VAEConfig.sd(), 1024),
+        "sd3-medium": sd3(MMDiTConfig.sd3_medium()),
+        "sd35-large": sd3(MMDiTConfig.sd35_large()),
+        "flux-dev": flux(FluxConfig.dev()),
     }
     try:
         from fastdiff import builtin
@@ -204,15 +251,11 @@ def _model_runs() -> dict:
     return runs
 
 
-# Not a model of fastdiff: a Flux-like joint attention over 4096 image + 512 text tokens.
-SYNTHETIC = {"flux": [attention_workload(1, 4608, 4608, 24, 128, models=("flux",))]}
-
-
 def model_names() -> list[str]:
-    return [*_model_runs(), *SYNTHETIC]
+    return list(_model_runs())
 
 
-def _trace(name, build, forward, latent) -> list[Workload]:
+def _trace(name, build, forward, latent, guided=True) -> list[Workload]:
     with torch.device("meta"), torch.no_grad():
         model = build()  # float32: the shapes are those of every dtype
         with _Recorder(name) as rec:
@@ -222,7 +265,7 @@ def _trace(name, build, forward, latent) -> list[Workload]:
     found += [dataclasses.replace(w, params=tuple(sorted({**w.p, "layout": "channels_last"}.items())))
               for w in found if w.op == "group_norm"]
     if latent is not None:
-        found += _latent_ops(latent, True, (name,))
+        found += _latent_ops(latent, guided, (name,))
     return found
 
 
@@ -262,8 +305,6 @@ def model_workloads(names=None, dtypes=("fp16", "bf16"), cache_dir: Path | None 
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps([_encode(w) for w in found]))
-    for n in names:
-        found += SYNTHETIC.get(n, [])
     merged: dict = {}
     for w in found:
         for dtype in dtypes:

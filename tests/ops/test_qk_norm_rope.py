@@ -80,3 +80,15 @@ def test_qk_norm_rope(backend, dtype, rope, b, s, h, d):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_qk_norm_rope_odd_head_dim_and_weights_in_the_input_dtype(backend):
     _check(backend, 2, 3, 3, 33, torch.float16, rope=False, weight_dtype=torch.float16)
+
+
+def test_heads_per_program_pads_the_fewest_heads():
+    from fastdiff._triton.qk_norm_rope import heads_per_program
+    assert heads_per_program(24, 128) == 8    # Flux: 3 programs a token, no masked head
+    assert heads_per_program(38, 64) == 16    # SD3.5-large: 3 programs a token, the last one 6 heads short
+    assert heads_per_program(3, 64) == 4 and heads_per_program(1, 128) == 1
+
+
+def test_qk_norm_rope_several_head_blocks():
+    """SD3.5-large's 38 heads of 64: blocks of 16 heads, the last one partial."""
+    _check("triton", 1, 3, 38, 64, torch.float16, rope=True)
