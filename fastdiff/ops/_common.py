@@ -80,8 +80,8 @@ def eager(*tensors) -> bool:
 
 # An op call's checks, the description of its inputs and the choice of backend cost several times
 # what the launch itself does on the host, and a model repeats the same few calls every step. So
-# each op memoises, per call signature, the launcher its first eager call chose: a later call with
-# the same signature skips straight to it.
+# each op memoises, per call signature, the launcher its first eager call chose (and the scalar
+# argument its checks made): a later call with the same signature skips straight to it.
 MEMO_SIZE = 1024
 
 
@@ -102,13 +102,15 @@ def signature(tensors: tuple, scalars: tuple = ()):
     return tuple(key)
 
 
-def remember(memo: dict, key, launch: Callable) -> Callable:
-    """Store launch as the launcher of the calls with signature key, and return it."""
+def remember(memo: dict, key, launch: Callable, value) -> tuple:
+    """Store (launch, value) for the calls with signature key, and return it: the launcher and the
+    scalar argument the checks made of the call's (a float, a default resolved)."""
+    entry = launch, value
     if key is not None:
         if len(memo) >= MEMO_SIZE:  # signatures that keep changing (a sweep of sizes) start afresh
             memo.clear()
-        memo[key] = launch
-    return launch
+        memo[key] = entry
+    return entry
 
 
 def launcher(op: str, inputs: backends.Inputs) -> Callable:

@@ -1,7 +1,6 @@
 """Scaled dot-product attention over (batch, sequence, head, head_dim) tensors."""
 from __future__ import annotations
 
-import functools
 import math
 from typing import Optional
 
@@ -16,7 +15,7 @@ def _describe(q: torch.Tensor, k: torch.Tensor, *args, **kwargs) -> backends.Inp
     return backends.Inputs(q.device, q.dtype, head_dim=q.shape[-1], seq_k=k.shape[1], numel=q.numel())
 
 
-_memo: dict = {}  # call signature -> launcher with the scale bound (fastdiff.ops._common)
+_memo: dict = {}  # call signature -> (launcher, scale) (fastdiff.ops._common)
 
 
 def _launch(q, k, v, scale):
@@ -63,15 +62,16 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: Optio
     Returns a contiguous (B, Sq, H, D) tensor; softmax and accumulation in fp32.
     """
     key = signature((q, k, v), (scale,))
-    launch = _memo.get(key)
-    if launch is None:
+    entry = _memo.get(key)
+    if entry is None:
         scale = _check(q, k, v, scale)
         if needs_autograd(q, k, v):
             return reference.attention(q, k, v, scale=scale)
         if not eager(q, k, v):
             return _attention_op(q, k, v, scale)
-        launch = remember(_memo, key, functools.partial(launcher("attention", _describe(q, k)), scale=scale))
-    return launch(q, k, v)
+        entry = remember(_memo, key, launcher("attention", _describe(q, k)), scale)
+    launch, scale = entry
+    return launch(q, k, v, scale=scale)
 
 
 # SDPA's cuDNN and flash kernels (which the reference calls) are the bar, and on an H100 they beat

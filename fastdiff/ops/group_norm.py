@@ -1,7 +1,6 @@
 """GroupNorm with optional fused SiLU."""
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
@@ -11,7 +10,7 @@ from .._layout import is_channels_last, output_format
 from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
                       signature)
 
-_memo: dict = {}  # call signature -> launcher with eps bound (fastdiff.ops._common)
+_memo: dict = {}  # call signature -> (launcher, eps) (fastdiff.ops._common)
 
 
 def _describe(x: torch.Tensor, *args, **kwargs) -> backends.Inputs:
@@ -64,15 +63,16 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor] 
     Returns a new tensor with x's shape, dtype and memory format.
     """
     key = signature((x, weight, bias), (num_groups, eps))
-    launch = _memo.get(key)
-    if launch is None:
+    entry = _memo.get(key)
+    if entry is None:
         eps = _check(x, num_groups, weight, bias, eps)
         if needs_autograd(x, weight, bias):
             return reference.group_norm(x, num_groups, weight, bias, eps, silu=silu)
         if not eager(x, weight, bias):
             return _group_norm_op(x, num_groups, weight, bias, eps, bool(silu))
-        launch = remember(_memo, key, functools.partial(launcher("group_norm", _describe(x)), eps=eps))
-    return launch(x, num_groups, weight, bias, silu=bool(silu))
+        entry = remember(_memo, key, launcher("group_norm", _describe(x)), eps)
+    launch, eps = entry
+    return launch(x, num_groups, weight, bias, eps, silu=bool(silu))
 
 
 # Measured on an H100, the kernels beat eager PyTorch only at large (VAE) shapes, so without a

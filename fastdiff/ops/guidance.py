@@ -9,7 +9,6 @@ Every sampler of fastdiff is this one update with its own host-computed coeffici
 """
 from __future__ import annotations
 
-import functools
 import math
 from typing import Optional, Sequence, Union
 
@@ -20,7 +19,7 @@ from .._layout import is_channels_last, output_format
 from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
                       signature)
 
-# call signature -> launcher with the scale bound (fastdiff.ops._common)
+# call signature -> (launcher, scale) (fastdiff.ops._common)
 _cfg_combine_memo: dict = {}
 _sampler_step_memo: dict = {}
 _FLOAT = {float}
@@ -69,16 +68,17 @@ def cfg_combine(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) 
     device, any layout. scale: a finite float. Returns a new tensor like out_cond, computed in fp32.
     """
     key = signature((out_uncond, out_cond), (scale,))
-    launch = _cfg_combine_memo.get(key)
-    if launch is None:
+    entry = _cfg_combine_memo.get(key)
+    if entry is None:
         scale = _check_cfg_combine(out_uncond, out_cond, scale)
         if needs_autograd(out_uncond, out_cond):
             return reference.cfg_combine(out_uncond, out_cond, scale)
         if not eager(out_uncond, out_cond):
             return _cfg_combine_op(out_uncond, out_cond, scale)
-        launch = remember(_cfg_combine_memo, key, functools.partial(
-            launcher("cfg_combine", _describe_cfg_combine(out_uncond, out_cond)), scale=scale))
-    return launch(out_uncond, out_cond)
+        entry = remember(_cfg_combine_memo, key, launcher("cfg_combine", _describe_cfg_combine(out_uncond, out_cond)),
+                         scale)
+    launch, scale = entry
+    return launch(out_uncond, out_cond, scale)
 
 
 # --- sampler_step ------------------------------------------------------------------------------
@@ -161,8 +161,8 @@ def sampler_step(x: torch.Tensor, model_out: torch.Tensor,
     coeff_tensor = coeffs if isinstance(coeffs, torch.Tensor) else None
     # The coefficients change every step, so only their kind is part of the signature.
     key = signature((x, model_out, prev, noise, coeff_tensor), (guidance_scale, type(coeffs)))
-    launch = _sampler_step_memo.get(key)
-    if launch is None or (coeff_tensor is None and not _six_floats(coeffs)):
+    entry = _sampler_step_memo.get(key)
+    if entry is None or (coeff_tensor is None and not _six_floats(coeffs)):
         coeffs, guidance_scale = _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise)
         if needs_autograd(x, model_out, coeffs, prev, noise):
             return reference.sampler_step(x, model_out, coeffs, guidance_scale=guidance_scale,
@@ -170,10 +170,11 @@ def sampler_step(x: torch.Tensor, model_out: torch.Tensor,
         if not eager(x, model_out, coeff_tensor, prev, noise):
             floats = [] if coeff_tensor is not None else list(coeffs)
             return _sampler_step_op(x, model_out, floats, coeff_tensor, guidance_scale, prev, noise)
-        launch = remember(_sampler_step_memo, key, functools.partial(
-            launcher("sampler_step", _describe_sampler_step(x)), guidance_scale=guidance_scale))
+        entry = remember(_sampler_step_memo, key, launcher("sampler_step", _describe_sampler_step(x)),
+                         guidance_scale)
+    launch, guidance_scale = entry
     c = tuple(coeffs) if coeff_tensor is None else coeff_tensor.contiguous()
-    return launch(x, model_out, c, prev=prev, noise=noise)
+    return launch(x, model_out, c, guidance_scale=guidance_scale, prev=prev, noise=noise)
 
 
 # Elementwise: one fused pass beats PyTorch's several wherever a kernel runs.

@@ -87,8 +87,8 @@ def test_the_memo_stays_bounded(monkeypatch):
     monkeypatch.setattr(_common, "MEMO_SIZE", 3)
     memo = {}
     for i in range(10):
-        _common.remember(memo, ("key", i), print)
+        _common.remember(memo, ("key", i), print, i)
         assert len(memo) <= 3
-    assert memo[("key", 9)] is print
+    assert memo[("key", 9)] == (print, 9)
     assert _common.signature((torch.ones(1), None), (1.0,)) is not None
     assert _common.signature(([1.0],), ()) is None  # not a tensor: the checks will say so
