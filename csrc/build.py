@@ -105,7 +105,9 @@ def host_module_name() -> str:
 def build_host(build_dir, modules: dict, *, example=None, extra_flags=(), cxx=None) -> None:
     """Builds with ninja, in build_dir, each module of `modules` ({its path: {kernel file name: the
     source compiled in that kernel's place}}, the replacements being the tests' broken variants) and,
-    when `example` is a path, the example program there. They share the objects of shared sources."""
+    when `example` is a path, the example program there. They share the objects of shared sources.
+    extra_flags (a sanitizer's, a debugger's) apply to all but the Python bindings, which hold no
+    kernel code. Paths may not contain spaces."""
     import pybind11
 
     cxx, ninja = cxx or find_cxx(), ninja_bin()
@@ -114,10 +116,10 @@ def build_host(build_dir, modules: dict, *, example=None, extra_flags=(), cxx=No
     build = Path(build_dir).resolve()
     (build / "obj").mkdir(parents=True, exist_ok=True)
     flags = " ".join(host_flags(extra_flags))
-    bind = f"-DFASTDIFF_MODULE=_C_host -fvisibility=hidden -I{pybind11.get_include()} " \
-           f"-I{sysconfig.get_paths()['include']}"
+    bind = " ".join(host_flags()) + f" -DFASTDIFF_MODULE=_C_host -fvisibility=hidden -I{pybind11.get_include()} " \
+                                    f"-I{sysconfig.get_paths()['include']}"
     lines = [f"""rule cxx
-  command = {cxx} {flags} $extra -MD -MF $out.d -x c++ -c $in -o $out
+  command = {cxx} $flags -MD -MF $out.d -x c++ -c $in -o $out
   depfile = $out.d
 rule module
   command = {cxx} {flags} -shared $in -o $out
@@ -126,12 +128,12 @@ rule program
 """]
     objects = {}
 
-    def obj(src: Path, extra="") -> str:
+    def obj(src: Path, src_flags=flags) -> str:
         key = str(src)
         if key not in objects:
             tag = hashlib.sha1(key.encode()).hexdigest()[:8]
             objects[key] = f"{build}/obj/{src.name}.{tag}.o"
-            lines.append(f"build {objects[key]}: cxx {src}" + (f"\n  extra = {extra}" if extra else ""))
+            lines.append(f"build {objects[key]}: cxx {src}\n  flags = {src_flags}")
         return objects[key]
 
     common = [obj(CSRC / s) for s in SPEC["host_sources"]]
@@ -144,7 +146,9 @@ rule program
         lines.append(f"build {Path(example).resolve()}: program {' '.join(objs)}")
     (build / "build.ninja").write_text("\n".join(lines) + "\n")
     jobs = os.environ.get("MAX_JOBS", str(os.cpu_count() or 2))
-    subprocess.check_call([ninja, "-C", str(build), "-j", jobs], stdout=subprocess.DEVNULL)
+    done = subprocess.run([ninja, "-C", str(build), "-j", jobs], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"fastdiff: the host build in {build} failed:\n{(done.stdout + done.stderr)[-6000:]}")
 
 
 def main(argv) -> None:
