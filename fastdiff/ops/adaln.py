@@ -2,7 +2,6 @@
 modulation, optionally after the block's gated residual add."""
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
@@ -11,7 +10,7 @@ from .. import backends, reference
 from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
                       signature)
 
-_memo: dict = {}  # call signature -> launcher with eps bound (fastdiff.ops._common)
+_memo: dict = {}  # call signature -> (launcher, eps) (fastdiff.ops._common)
 
 
 def _describe(x: torch.Tensor, *args, **kwargs) -> backends.Inputs:
@@ -70,16 +69,17 @@ def adaln(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float 
     Statistics (two passes, never E[x^2] - E[x]^2) and arithmetic in fp32.
     """
     key = signature((x, shift, scale, gate, residual), (eps,))
-    launch = _memo.get(key)
-    if launch is None:
+    entry = _memo.get(key)
+    if entry is None:
         eps = _check(x, shift, scale, gate, residual, eps)
         if needs_autograd(x, shift, scale, gate, residual):
             return reference.adaln(x, shift, scale, eps, gate=gate, residual=residual)
         if not eager(x, shift, scale, gate, residual):
             out = _adaln_op(x, shift, scale, gate, residual, eps)
             return tuple(out) if gate is not None else out[0]
-        launch = remember(_memo, key, functools.partial(launcher("adaln", _describe(x)), eps=eps))
-    return launch(x, shift, scale, gate=gate, residual=residual)
+        entry = remember(_memo, key, launcher("adaln", _describe(x)), eps)
+    launch, eps = entry
+    return launch(x, shift, scale, eps, gate=gate, residual=residual)
 
 
 # The kernels have not been timed on a GPU: until fastdiff/measured.json records an order for the

@@ -1,7 +1,6 @@
 """RMSNorm of each head of q and k, then the rotary position embedding, in place."""
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import torch
@@ -10,7 +9,7 @@ from .. import backends, reference
 from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
                       signature)
 
-_memo: dict = {}  # call signature -> launcher with eps bound (fastdiff.ops._common)
+_memo: dict = {}  # call signature -> (launcher, eps) (fastdiff.ops._common)
 
 
 def _describe(q: torch.Tensor, *args, **kwargs) -> backends.Inputs:
@@ -77,16 +76,17 @@ def qk_norm_rope(q: torch.Tensor, k: torch.Tensor, q_weight: torch.Tensor, k_wei
     Statistics and arithmetic in fp32. Returns (q, k), the tensors passed in.
     """
     key = signature((q, k, q_weight, k_weight, cos, sin), (eps,))
-    launch = _memo.get(key)
-    if launch is None:
+    entry = _memo.get(key)
+    if entry is None:
         eps = _check(q, k, q_weight, k_weight, cos, sin, eps)
         if needs_autograd(q, k, q_weight, k_weight, cos, sin):
             return reference.qk_norm_rope(q, k, q_weight, k_weight, cos, sin, eps)
         if not eager(q, k, q_weight, k_weight, cos, sin):
             _qk_norm_rope_op(q, k, q_weight, k_weight, cos, sin, eps)
             return q, k
-        launch = remember(_memo, key, functools.partial(launcher("qk_norm_rope", _describe(q)), eps=eps))
-    launch(q, k, q_weight, k_weight, cos, sin)
+        entry = remember(_memo, key, launcher("qk_norm_rope", _describe(q)), eps)
+    launch, eps = entry
+    launch(q, k, q_weight, k_weight, cos, sin, eps)
     return q, k
 
 
