@@ -29,10 +29,11 @@ def _images(pipe, **kw):
     return pipe(**kw, generator=torch.Generator().manual_seed(0)).images
 
 
-@pytest.mark.parametrize("which", ["sd", "dit"])
-def test_weights_are_shared_not_copied(sd, which):
-    pipe = copy.deepcopy(sd) if which == "sd" else tiny_pipelines.dit(diffusers.DDIMScheduler)
-    slot = "unet" if which == "sd" else "transformer"
+@pytest.mark.parametrize("which", ["sd", "sdxl", "dit"])
+def test_weights_are_shared_not_copied(sd, which, tmp_path):
+    pipe = {"sd": lambda: copy.deepcopy(sd), "sdxl": lambda: tiny_pipelines.sdxl(tmp_path, diffusers.DDIMScheduler),
+            "dit": lambda: tiny_pipelines.dit(diffusers.DDIMScheduler)}[which]()
+    slot = "transformer" if which == "dit" else "unet"
     modules = [getattr(pipe, slot), pipe.vae]
     before = sum(sum(_storages(m.parameters()).values()) for m in modules)
     fastdiff.accelerate(pipe)
@@ -44,7 +45,7 @@ def test_weights_are_shared_not_copied(sd, which):
     after = sum(sum(_storages(m.parameters()).values()) for m in modules)
     assert after <= before  # DiT's repeated embedders become one; nothing is added
     fastdiff_extra = sum(pipe._fastdiff.shared[n].extra_bytes for n in (slot, "vae"))
-    assert fastdiff_extra == (0 if which == "sd" else pipe.transformer.pos_embed.pos_embed.nbytes)
+    assert fastdiff_extra == (pipe.transformer.pos_embed.pos_embed.nbytes if which == "dit" else 0)
 
 
 def test_weights_changed_in_place_reach_the_fused_loop(sd):
