@@ -35,6 +35,10 @@ def cases(device: torch.device):
            (x, m, coeffs), {"guidance_scale": 7.5, "prev": None, "noise": None})
     yield "group_norm", (g, 8, gw, gb, 1e-5), {"silu": True}, (g, 8, gw, gb, 1e-5), {"silu": True}
     yield "attention", (q, k, k), {}, (q, k, k), {"scale": None}
+    a, ab = t(1, 16, 64), t(1, 64)
+    yield "adaln", (a, ab, ab, 1e-6), {}, (a, ab, ab, 1e-6), {"gate": None, "residual": None}
+    rw, rc = t(64, dtype=torch.float32), t(16, 64)
+    yield "qk_norm_rope", (q, q, rw, rw, rc, rc, 1e-6), {}, (q, q, rw, rw, rc, rc, 1e-6), {}
 
 
 def host_us(fns, calls: int, repeats: int) -> list[float]:
