@@ -23,18 +23,25 @@ def tail(plan: Plan, start: int) -> Plan:
     return Plan(t=plan.t[start:], scale_in=plan.scale_in[start:], coeffs=coeffs, init_sigma=1.0)
 
 
+def _from_strength(pipe, acc, a: dict):
+    """(the plan's rows from the strength's first step on, the fastdiff U-Net, the device)."""
+    steps = a["num_inference_steps"]
+    plan = calls.plan_for(pipe.scheduler, steps, a["eta"])
+    first = max(steps - min(int(steps * a["strength"]), steps), 0) * pipe.scheduler.order
+    rows = tail(plan, first)
+    unet = acc.model("unet", pipe.scheduler.config.get("prediction_type", "epsilon"))
+    device = pipe._execution_device
+    calls.check_generator(a["generator"], rows, device)
+    return rows, unet, device
+
+
 def prepare_sd_img2img(pipe, acc, a: dict) -> Callable:
     """StableDiffusionImg2ImgPipeline: the sampler's plan from the strength's first step on."""
     calls.unserved(a, *calls.SD_UNSERVED)
     steps, strength = a["num_inference_steps"], a["strength"]
     pipe.check_inputs(a["prompt"], strength, None, a["negative_prompt"], a["prompt_embeds"],
                       a["negative_prompt_embeds"], callback_on_step_end_tensor_inputs=["latents"])
-    plan = calls.plan_for(pipe.scheduler, steps, a["eta"])
-    first = max(steps - min(int(steps * strength), steps), 0) * pipe.scheduler.order
-    rows = tail(plan, first)
-    unet = acc.model("unet", pipe.scheduler.config.get("prediction_type", "epsilon"))
-    device = pipe._execution_device
-    calls.check_generator(a["generator"], rows, device)
+    rows, unet, device = _from_strength(pipe, acc, a)
 
     def run():
         cond, batch, cfg = calls.sd_prompt(pipe, a, device)
@@ -56,12 +63,7 @@ def prepare_sdxl_img2img(pipe, acc, a: dict) -> Callable:
     steps, strength = a["num_inference_steps"], a["strength"]
     pipe.check_inputs(a["prompt"], a["prompt_2"], strength, steps, None, a["negative_prompt"],
                       a["negative_prompt_2"], a["prompt_embeds"], a["negative_prompt_embeds"], None, None, ["latents"])
-    plan = calls.plan_for(pipe.scheduler, steps, a["eta"])
-    first = max(steps - min(int(steps * strength), steps), 0) * pipe.scheduler.order
-    rows = tail(plan, first)
-    unet = acc.model("unet", pipe.scheduler.config.get("prediction_type", "epsilon"))
-    device = pipe._execution_device
-    calls.check_generator(a["generator"], rows, device)
+    rows, unet, device = _from_strength(pipe, acc, a)
 
     def run():
         embeds, negative, pooled, negative_pooled, batch, cfg = calls.sdxl_prompt(pipe, a, device)
