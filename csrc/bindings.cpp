@@ -5,14 +5,17 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <iterator>
 #include <optional>
 #include <stdexcept>
 #include <string>
 
+#include "fastdiff/adaln.h"
 #include "fastdiff/attention.h"
 #include "fastdiff/group_norm.h"
 #include "fastdiff/guidance.h"
+#include "fastdiff/qk_norm_rope.h"
 
 namespace py = pybind11;
 using namespace fastdiff;
@@ -36,10 +39,19 @@ DType dtype_of(int code, const char* op) {
   return static_cast<DType>(code);
 }
 
+// n integers of a Python sequence, in order.
+template <size_t N> std::array<int64_t, N> ints_of(py::sequence s, const char* what, const char* op) {
+  if (py::len(s) != N)
+    throw std::invalid_argument(std::string("fastdiff._C.") + op + ": " + what + " must hold " + std::to_string(N) +
+                                " integers");
+  std::array<int64_t, N> out;
+  for (size_t i = 0; i < N; ++i) out[i] = s[i].cast<int64_t>();
+  return out;
+}
+
 Strides3 strides_of(py::sequence s, const char* op) {
-  if (py::len(s) != 3)
-    throw std::invalid_argument(std::string("fastdiff._C.") + op + ": strides must hold 3 integers (batch, seq, head)");
-  return {s[0].cast<int64_t>(), s[1].cast<int64_t>(), s[2].cast<int64_t>()};
+  auto v = ints_of<3>(s, "strides (batch, seq, head)", op);
+  return {v[0], v[1], v[2]};
 }
 
 }  // namespace
@@ -130,6 +142,65 @@ PYBIND11_MODULE(FASTDIFF_MODULE, m) {
       py::arg("x"), py::arg("y"), py::arg("weight"), py::arg("bias"), py::arg("n"), py::arg("c"), py::arg("spatial"),
       py::arg("groups"), py::arg("eps"), py::arg("silu"), py::arg("channels_last"), py::arg("dtype"),
       py::arg("weight_dtype"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"));
+
+  // Strides in elements: x and residual (batch, row, col), shift, scale and gate (batch, col);
+  // gate 0: no residual add (residual and h unused).
+  m.def(
+      "adaln",
+      [](uintptr_t x, py::sequence x_strides, uintptr_t shift, py::sequence shift_strides, uintptr_t scale,
+         py::sequence scale_strides, uintptr_t gate, py::sequence gate_strides, uintptr_t residual,
+         py::sequence residual_strides, uintptr_t h, uintptr_t y, int64_t batch, int64_t rows, int64_t dim, int dtype,
+         float eps, uintptr_t stream) {
+        const char* op = "adaln";
+        auto rows_of = [&](py::sequence s, const char* what) {
+          auto v = ints_of<3>(s, what, op);
+          return RowStrides{v[0], v[1], v[2]};
+        };
+        auto vecs_of = [&](py::sequence s, const char* what) {
+          auto v = ints_of<2>(s, what, op);
+          return VecStrides{v[0], v[1]};
+        };
+        AdaLNArgs a;
+        a.x = ptr<const void>(x), a.x_strides = rows_of(x_strides, "x_strides");
+        a.shift = ptr<const void>(shift), a.shift_strides = vecs_of(shift_strides, "shift_strides");
+        a.scale = ptr<const void>(scale), a.scale_strides = vecs_of(scale_strides, "scale_strides");
+        a.gate = ptr<const void>(gate), a.gate_strides = vecs_of(gate_strides, "gate_strides");
+        a.residual = ptr<const void>(residual), a.residual_strides = rows_of(residual_strides, "residual_strides");
+        a.h = ptr<void>(h), a.y = ptr<void>(y);
+        a.batch = batch, a.rows = rows, a.dim = dim;
+        a.dtype = dtype_of(dtype, op);
+        a.eps = eps;
+        check(adaln(a, stream_of(stream)), op);
+      },
+      py::arg("x"), py::arg("x_strides"), py::arg("shift"), py::arg("shift_strides"), py::arg("scale"),
+      py::arg("scale_strides"), py::arg("gate"), py::arg("gate_strides"), py::arg("residual"),
+      py::arg("residual_strides"), py::arg("h"), py::arg("y"), py::arg("batch"), py::arg("rows"), py::arg("dim"),
+      py::arg("dtype"), py::arg("eps"), py::arg("stream"));
+
+  // q and k strides (batch, seq, head, dim) in elements; weights fp32; cos and sin fp32 (seq, head_dim)
+  // or 0 (no rotation).
+  m.def(
+      "qk_norm_rope",
+      [](uintptr_t q, py::sequence q_strides, uintptr_t k, py::sequence k_strides, uintptr_t q_weight,
+         uintptr_t k_weight, uintptr_t cos, uintptr_t sin, py::sequence shape, int dtype, float eps, uintptr_t stream) {
+        const char* op = "qk_norm_rope";
+        auto heads_of = [&](py::sequence s, const char* what) {
+          auto v = ints_of<4>(s, what, op);
+          return HeadStrides{v[0], v[1], v[2], v[3]};
+        };
+        auto dims = ints_of<4>(shape, "shape (batch, seq, heads, head_dim)", op);
+        QKNormRopeArgs a;
+        a.q = ptr<void>(q), a.q_strides = heads_of(q_strides, "q_strides");
+        a.k = ptr<void>(k), a.k_strides = heads_of(k_strides, "k_strides");
+        a.q_weight = ptr<const float>(q_weight), a.k_weight = ptr<const float>(k_weight);
+        a.cos = ptr<const float>(cos), a.sin = ptr<const float>(sin);
+        a.batch = dims[0], a.seq_len = dims[1], a.heads = dims[2], a.head_dim = dims[3];
+        a.dtype = dtype_of(dtype, op);
+        a.eps = eps;
+        check(qk_norm_rope(a, stream_of(stream)), op);
+      },
+      py::arg("q"), py::arg("q_strides"), py::arg("k"), py::arg("k_strides"), py::arg("q_weight"), py::arg("k_weight"),
+      py::arg("cos"), py::arg("sin"), py::arg("shape"), py::arg("dtype"), py::arg("eps"), py::arg("stream"));
 
   m.def(
       "attention",

@@ -45,6 +45,8 @@ SUPPORT = {
     "group_norm": OpSupport(GPU_FLOATS),
     "cfg_combine": OpSupport(GPU_FLOATS),
     "sampler_step": OpSupport(GPU_FLOATS),
+    "adaln": OpSupport(GPU_FLOATS),
+    "qk_norm_rope": OpSupport(GPU_FLOATS),
 }
 
 
@@ -106,3 +108,25 @@ def attention(q, k, v, *, scale=None):
     _C.attention(q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr(), (b, h, sq, k.shape[1], d),
                  q.stride()[:3], k.stride()[:3], v.stride()[:3], scale, _CODES[q.dtype], _stream(q))
     return out
+
+
+def adaln(x, shift, scale, eps=1e-6, *, gate=None, residual=None):
+    b, t, d = x.shape
+    y = torch.empty((b, t, d), dtype=x.dtype, device=x.device)
+    gated = gate is not None
+    h = torch.empty_like(y) if gated else None
+    # The kernel reads the modulation vectors in x's dtype: others are cast (B x D values).
+    shift, scale, gate = (None if v is None else v.to(x.dtype) for v in (shift, scale, gate))
+    _C.adaln(x.data_ptr(), x.stride(), shift.data_ptr(), shift.stride(), scale.data_ptr(), scale.stride(),
+             _ptr(gate), gate.stride() if gated else (0, 1), _ptr(residual), residual.stride() if gated else (0, 0, 1),
+             _ptr(h), y.data_ptr(), b, t, d, _CODES[x.dtype], float(eps), _stream(x))
+    return (h, y) if gated else y
+
+
+def qk_norm_rope(q, k, q_weight, k_weight, cos=None, sin=None, eps=1e-6):
+    # The kernel reads the weights and the rotation tables in fp32, dense: others are converted.
+    q_weight, k_weight, cos, sin = (None if v is None else v.to(torch.float32).contiguous()
+                                    for v in (q_weight, k_weight, cos, sin))
+    _C.qk_norm_rope(q.data_ptr(), q.stride(), k.data_ptr(), k.stride(), q_weight.data_ptr(), k_weight.data_ptr(),
+                    _ptr(cos), _ptr(sin), tuple(q.shape), _CODES[q.dtype], float(eps), _stream(q))
+    return q, k
