@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from fastdiff import backends, ops
-from fastdiff.models import DiT, DiTConfig, UNet, UNetConfig, VAE, VAEConfig
+from fastdiff.models import DiT, DiTConfig, Flux, FluxConfig, MMDiT, MMDiTConfig, UNet, UNetConfig, VAE, VAEConfig
 from fastdiff.testing import assert_numerics, randn, skip_unless_backend
 
 from model_helpers import randomize
@@ -24,13 +24,12 @@ def _check(monkeypatch, backend, fused_ops, model, *inputs, call=None):
         model.half()
         with ops.use_backend("torch"):
             baseline = call(model, *half)
-        ran, select = [], backends.select
+        ran, launcher = [], backends.launcher
 
-        def record(op, desc):
-            chosen = select(op, desc)
-            ran.append((op, desc, chosen.name))
-            return chosen
-        monkeypatch.setattr(backends, "select", record)
+        def record(op, desc):  # every launch the ops look up (once per call signature: they memoise it)
+            ran.append((op, desc, backends.select(op, desc).name))
+            return launcher(op, desc)
+        monkeypatch.setattr(backends, "launcher", record)
         with ops.use_backend(backend, fallback=True):
             got = call(model, *half)
     # every call the fused backend supports ran on it, so the comparison cannot pass on torch alone
@@ -47,7 +46,7 @@ def test_sd15_unet_fp16(monkeypatch, backend):
 
 
 def test_dit_xl2_fp16(monkeypatch, backend):
-    _check(monkeypatch, backend, {"attention"}, DiT(DiTConfig.xl2(256)), randn((2, 4, 32, 32), device="cuda"),
+    _check(monkeypatch, backend, {"attention", "adaln"}, DiT(DiTConfig.xl2(256)), randn((2, 4, 32, 32), device="cuda"),
            torch.tensor([999.0, 10.0], device="cuda"), torch.tensor([207, 1000], device="cuda"))
 
 
@@ -55,3 +54,23 @@ def test_sd_vae_decode_fp16(monkeypatch, backend):
     # its single-head attention (head dim 512) is beyond both fused backends
     _check(monkeypatch, backend, {"group_norm"}, VAE(VAEConfig.sd()), randn((1, 4, 64, 64), device="cuda"),
            call=lambda m, z: m.decode(z))
+
+
+def test_sd3_medium_fp16(monkeypatch, backend):
+    # 512px (64x64 latents), 154 text tokens
+    _check(monkeypatch, backend, {"attention", "adaln"}, MMDiT(MMDiTConfig.sd3_medium()),
+           randn((2, 16, 64, 64), device="cuda"), randn((2, 154, 4096), device="cuda"),
+           randn((2, 2048), device="cuda"), torch.tensor([999.0, 500.0], device="cuda"))
+
+
+def test_flux_dev_blocks_fp16(monkeypatch, backend):
+    """Flux-dev at full width but 2 + 4 blocks (all 57 would not fit in float64 beside the fp16
+    copy), 512px (1024 packed tokens), 128 text tokens."""
+    grid = torch.stack(torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij"), -1).reshape(-1, 2)
+    img_ids = torch.cat([torch.zeros(1024, 1), grid.float()], dim=1).cuda()
+    txt_ids = torch.zeros(128, 3, device="cuda")
+    _check(monkeypatch, backend, {"attention", "adaln", "qk_norm_rope"},
+           Flux(FluxConfig.dev(num_layers=2, num_single_layers=4)), randn((1, 1024, 64), device="cuda"),
+           randn((1, 128, 4096), device="cuda"), randn((1, 768), device="cuda"), torch.tensor([0.7], device="cuda"),
+           torch.tensor([3.5], device="cuda"),
+           call=lambda m, x, c, p, t, g: m(x, c, p, t, img_ids, txt_ids, g))
