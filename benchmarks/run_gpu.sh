@@ -123,7 +123,8 @@ run_stage() {  # in a subshell (piped to tee): returns the stage's own status
             tests tests/models tests/sampling tests/training ;;
         sanitize) sanitize ;;
         ops)
-            for script in benchmarks/bench_attention.py benchmarks/bench_group_norm.py benchmarks/bench_sampler_step.py; do
+            for script in benchmarks/bench_attention.py benchmarks/bench_group_norm.py benchmarks/bench_sampler_step.py \
+                          benchmarks/bench_adaln.py benchmarks/bench_qk_norm_rope.py; do
                 echo "== $script"
                 python3 "$script" || status=1
             done
