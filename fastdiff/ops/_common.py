@@ -81,25 +81,35 @@ def eager(*tensors) -> bool:
 # An op call's checks, the description of its inputs and the choice of backend cost several times
 # what the launch itself does on the host, and a model repeats the same few calls every step. So
 # each op memoises, per call signature, the launcher its first eager call chose (and the scalar
-# argument its checks made): a later call with the same signature skips straight to it.
+# argument its checks made): a later call with the same signature skips straight to it. The
+# signature is everything the checks and the choice read: call_state() and each argument's meta()
+# or value and type. Each op builds it inline, as one tuple: on a small CPU a loop over the
+# arguments, or a helper call more, costs a good part of what the memo saves.
 MEMO_SIZE = 1024
 
 
-def signature(tensors: tuple, scalars: tuple = ()):
-    """Everything an op's checks and backend choice read of a call: each tensor's type, shape,
-    strides, dtype, device and requires_grad (None stays None), the scalars and their types, grad
-    mode, the requested backend and the current GPU. None when the call must not take the memo
-    (not in plain mode, or an argument that is not a tensor: the checks then say so)."""
-    if not _plain_mode():
+def call_state(x):
+    """What besides its arguments decides an op call's launcher (grad mode, the requested backend,
+    the current GPU where x lives on one), or None when the call must not take the memo: outside
+    plain mode, or when x is not a tensor (the checks then say so)."""
+    if _is_compiling() or _dispatch_modes() or _function_mode() or _functorch_level() is not None:
         return None
-    key = [torch.is_grad_enabled(), backends.request_state(), *scalars, *map(type, scalars)]
     try:
-        for t in tensors:
-            key.append(None if t is None else (type(t), t.shape, t.stride(), t.dtype, t.device, t.requires_grad))
-        key.append(tensors[0].is_cuda and torch.cuda.current_device())
+        gpu = x.is_cuda and torch.cuda.current_device()
     except AttributeError:
         return None
-    return tuple(key)
+    return torch.is_grad_enabled(), backends.request_state(), gpu
+
+
+def meta(t):
+    """What the checks read of a tensor argument: its type, shape, strides, dtype, device and
+    requires_grad (None for None; for anything else its type, which the checks refuse)."""
+    if t is None:
+        return None
+    try:
+        return type(t), t.shape, t.stride(), t.dtype, t.device, t.requires_grad
+    except (AttributeError, TypeError):
+        return type(t)
 
 
 def remember(memo: dict, key, launch: Callable, value) -> tuple:

@@ -7,8 +7,8 @@ from typing import Optional
 import torch
 
 from .. import backends, reference
-from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
-                      signature)
+from ._common import (OP_TAGS, call_state, check_float, check_match, check_tensor, eager, launcher, meta,
+                      needs_autograd, remember)
 
 _memo: dict = {}  # call signature -> (launcher, eps) (fastdiff.ops._common)
 
@@ -68,7 +68,8 @@ def adaln(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float 
     of its branch output x; the result is (h, y), h rounded to x's dtype before it is normalized.
     Statistics (two passes, never E[x^2] - E[x]^2) and arithmetic in fp32.
     """
-    key = signature((x, shift, scale, gate, residual), (eps,))
+    state = call_state(x)
+    key = state and (state, meta(x), meta(shift), meta(scale), meta(gate), meta(residual), eps, type(eps))
     entry = _memo.get(key)
     if entry is None:
         eps = _check(x, shift, scale, gate, residual, eps)

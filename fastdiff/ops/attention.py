@@ -7,8 +7,8 @@ from typing import Optional
 import torch
 
 from .. import backends, reference
-from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
-                      signature)
+from ._common import (OP_TAGS, call_state, check_float, check_match, check_tensor, eager, launcher, meta,
+                      needs_autograd, remember)
 
 
 def _describe(q: torch.Tensor, k: torch.Tensor, *args, **kwargs) -> backends.Inputs:
@@ -61,7 +61,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: Optio
     stride, so q, k, v may be views of one fused QKV projection. scale defaults to D ** -0.5.
     Returns a contiguous (B, Sq, H, D) tensor; softmax and accumulation in fp32.
     """
-    key = signature((q, k, v), (scale,))
+    state = call_state(q)
+    key = state and (state, meta(q), meta(k), meta(v), scale, type(scale))
     entry = _memo.get(key)
     if entry is None:
         scale = _check(q, k, v, scale)

@@ -7,8 +7,8 @@ import torch
 
 from .. import backends, reference
 from .._layout import is_channels_last, output_format
-from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
-                      signature)
+from ._common import (OP_TAGS, call_state, check_float, check_match, check_tensor, eager, launcher, meta,
+                      needs_autograd, remember)
 
 _memo: dict = {}  # call signature -> (launcher, eps) (fastdiff.ops._common)
 
@@ -62,7 +62,8 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor] 
     weight, bias: (C,) or None, any float dtype. Statistics are taken in fp32 per (sample, group).
     Returns a new tensor with x's shape, dtype and memory format.
     """
-    key = signature((x, weight, bias), (num_groups, eps))
+    state = call_state(x)
+    key = state and (state, meta(x), meta(weight), meta(bias), num_groups, type(num_groups), eps, type(eps))
     entry = _memo.get(key)
     if entry is None:
         eps = _check(x, num_groups, weight, bias, eps)

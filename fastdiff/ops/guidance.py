@@ -16,8 +16,8 @@ import torch
 
 from .. import backends, reference
 from .._layout import is_channels_last, output_format
-from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
-                      signature)
+from ._common import (OP_TAGS, call_state, check_float, check_match, check_tensor, eager, launcher, meta,
+                      needs_autograd, remember)
 
 # call signature -> (launcher, scale) (fastdiff.ops._common)
 _cfg_combine_memo: dict = {}
@@ -67,7 +67,8 @@ def cfg_combine(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) 
     out_uncond, out_cond: same shape, dtype (fp16, bf16, fp32; fp64 on the torch backend) and
     device, any layout. scale: a finite float. Returns a new tensor like out_cond, computed in fp32.
     """
-    key = signature((out_uncond, out_cond), (scale,))
+    state = call_state(out_cond)
+    key = state and (state, meta(out_uncond), meta(out_cond), scale, type(scale))
     entry = _cfg_combine_memo.get(key)
     if entry is None:
         scale = _check_cfg_combine(out_uncond, out_cond, scale)
@@ -160,7 +161,9 @@ def sampler_step(x: torch.Tensor, model_out: torch.Tensor,
     """
     coeff_tensor = coeffs if isinstance(coeffs, torch.Tensor) else None
     # The coefficients change every step, so only their kind is part of the signature.
-    key = signature((x, model_out, prev, noise, coeff_tensor), (guidance_scale, type(coeffs)))
+    state = call_state(x)
+    key = state and (state, meta(x), meta(model_out), meta(prev), meta(noise), meta(coeff_tensor), guidance_scale,
+                     type(guidance_scale), type(coeffs))
     entry = _sampler_step_memo.get(key)
     if entry is None or (coeff_tensor is None and not _six_floats(coeffs)):
         coeffs, guidance_scale = _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise)

@@ -6,8 +6,8 @@ from typing import Optional
 import torch
 
 from .. import backends, reference
-from ._common import (OP_TAGS, check_float, check_match, check_tensor, eager, launcher, needs_autograd, remember,
-                      signature)
+from ._common import (OP_TAGS, call_state, check_float, check_match, check_tensor, eager, launcher, meta,
+                      needs_autograd, remember)
 
 _memo: dict = {}  # call signature -> (launcher, eps) (fastdiff.ops._common)
 
@@ -75,7 +75,8 @@ def qk_norm_rope(q: torch.Tensor, k: torch.Tensor, q_weight: torch.Tensor, k_wei
     (x[2i] cos - x[2i+1] sin, x[2i+1] cos + x[2i] sin) (Flux's convention; D even).
     Statistics and arithmetic in fp32. Returns (q, k), the tensors passed in.
     """
-    key = signature((q, k, q_weight, k_weight, cos, sin), (eps,))
+    state = call_state(q)
+    key = state and (state, meta(q), meta(k), meta(q_weight), meta(k_weight), meta(cos), meta(sin), eps, type(eps))
     entry = _memo.get(key)
     if entry is None:
         eps = _check(q, k, q_weight, k_weight, cos, sin, eps)

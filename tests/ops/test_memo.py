@@ -90,5 +90,6 @@ def test_the_memo_stays_bounded(monkeypatch):
         _common.remember(memo, ("key", i), print, i)
         assert len(memo) <= 3
     assert memo[("key", 9)] == (print, 9)
-    assert _common.signature((torch.ones(1), None), (1.0,)) is not None
-    assert _common.signature(([1.0],), ()) is None  # not a tensor: the checks will say so
+    assert _common.call_state(torch.ones(1)) is not None
+    assert _common.call_state([1.0]) is None  # not a tensor: the checks will say so
+    assert _common.meta(None) is None and _common.meta([1.0]) is list
