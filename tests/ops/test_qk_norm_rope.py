@@ -72,7 +72,7 @@ def _check(backend, b, s, h, d, dtype, *, rope=True, weight_dtype=torch.float32)
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("rope", [False, True])
-@pytest.mark.parametrize("b, s, h, d", [(1, 77, 3, 64), (1, 5, 2, 72), (2, 3, 5, 40), (1, 4, 2, 160)], ids=str)
+@pytest.mark.parametrize("b, s, h, d", [(1, 77, 2, 64), (1, 5, 2, 72), (2, 3, 5, 40), (1, 4, 2, 160)], ids=str)
 def test_qk_norm_rope(backend, dtype, rope, b, s, h, d):
     _check(backend, b, s, h, d, dtype, rope=rope)
 
