@@ -134,3 +134,12 @@ def test_flux_trains():
     args = inputs(diffusers_flux(True))
     ours(model, *args).square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_flux_compiles_without_graph_breaks():
+    """torch.compile(fullgraph=True) traces the model, qk_norm_rope writing into the fused projection."""
+    torch._dynamo.reset()
+    model, args = Flux(FluxConfig(**TINY)).eval(), inputs(diffusers_flux(True))
+    torch.testing.assert_close(torch.compile(model, fullgraph=True, backend="aot_eager")(*args), model(*args))

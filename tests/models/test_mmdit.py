@@ -136,3 +136,12 @@ def test_sd3_trains():
     torch.nn.init.normal_(model.pos_embed)
     ours(model, *inputs(diffusers_sd3("sd35"))).square().mean().backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.slow
+@torch.no_grad()
+def test_sd3_compiles_without_graph_breaks():
+    torch._dynamo.reset()
+    model = MMDiT(MMDiTConfig(**TINY, **CONFIGS["sd35"])).eval()
+    args = inputs(diffusers_sd3("sd35"))
+    torch.testing.assert_close(torch.compile(model, fullgraph=True, backend="aot_eager")(*args), model(*args))
