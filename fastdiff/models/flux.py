@@ -111,7 +111,8 @@ class Flux(nn.Module):
                 raise ValueError("fastdiff.models.Flux: this guidance-distilled model needs guidance=")
             cond = cond + self.guidance_in(timestep_embedding(self._per_sample(guidance, b, img), 256))
         silu_c = F.silu(cond + self.vector_in(pooled_projections.to(dtype)))       # (B, D)
-        ids = torch.cat([txt_ids.reshape(-1, txt_ids.shape[-1]), img_ids.reshape(-1, img_ids.shape[-1])])
+        # ids with a batch axis (diffusers' deprecated form) are the same for every sample: the first's
+        ids = torch.cat([txt_ids[0] if txt_ids.dim() == 3 else txt_ids, img_ids[0] if img_ids.dim() == 3 else img_ids])
         rope = rope_tables(ids, c.axes_dims_rope, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
         for block in self.double_blocks:
             img, txt = block(img, txt, silu_c, rope)

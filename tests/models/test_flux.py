@@ -111,6 +111,15 @@ def test_flux_config_from_the_original_shapes():
     assert inferred == FluxConfig.from_diffusers(dict(ref.config))
 
 
+def test_flux_takes_ids_with_a_batch_axis():
+    model = from_pretrained(diffusers_flux(False).state_dict(), config=FluxConfig(**TINY, guidance_embeds=False))
+    x, context, pooled, t, img_ids, txt_ids, _ = inputs(model)
+    with torch.no_grad():
+        want = ours(model, x, context, pooled, t, img_ids, txt_ids, None)
+        got = ours(model, x, context, pooled, t, img_ids.expand(2, -1, -1), txt_ids.expand(2, -1, -1), None)
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_flux_dev_needs_guidance():
     model = from_pretrained(diffusers_flux(True).state_dict(), config=FluxConfig(**TINY))
     args = list(inputs(model))
