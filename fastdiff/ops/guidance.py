@@ -22,7 +22,6 @@ from ._common import (OP_TAGS, call_state, check_float, check_match, check_tenso
 # call signature -> (launcher, scale) (fastdiff.ops._common)
 _cfg_combine_memo: dict = {}
 _sampler_step_memo: dict = {}
-_FLOAT = {float}
 
 
 def _describe_tensor(t: torch.Tensor) -> backends.Inputs:
@@ -106,8 +105,13 @@ def _(x, model_out, coeffs, coeff_tensor, guidance_scale, prev, noise):
 
 
 def _six_floats(coeffs) -> bool:
-    # a finite sum of floats has no inf or nan among them
-    return len(coeffs) == 6 and {*map(type, coeffs)} == _FLOAT and math.isfinite(sum(coeffs))
+    # a plain loop: on a small CPU, between launches, each builtin it would call costs more than it
+    if len(coeffs) != 6:
+        return False
+    for v in coeffs:
+        if type(v) is not float or not math.isfinite(v):
+            return False
+    return True
 
 
 def _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise):
@@ -176,7 +180,7 @@ def sampler_step(x: torch.Tensor, model_out: torch.Tensor,
         entry = remember(_sampler_step_memo, key, launcher("sampler_step", _describe_sampler_step(x)),
                          guidance_scale)
     launch, guidance_scale = entry
-    c = tuple(coeffs) if coeff_tensor is None else coeff_tensor.contiguous()
+    c = coeffs if coeff_tensor is None else coeff_tensor.contiguous()
     return launch(x, model_out, c, guidance_scale=guidance_scale, prev=prev, noise=noise)
 
 
