@@ -210,7 +210,7 @@ def _request() -> tuple[str, bool]:
 
 def request_state() -> tuple:
     """Everything besides the inputs that decides which launcher runs an op call."""
-    return _forced.get(), _env_request(), _triton_interpret()
+    return _request(), _triton_interpret()
 
 
 def requested() -> str:

@@ -92,7 +92,7 @@ def call_state(x):
     """What besides its arguments decides an op call's launcher (grad mode, the requested backend,
     the current GPU where x lives on one), or None when the call must not take the memo: outside
     plain mode, or when x is not a tensor (the checks then say so)."""
-    if _is_compiling() or _dispatch_modes() or _function_mode() or _functorch_level() is not None:
+    if not _plain_mode():
         return None
     try:
         gpu = x.is_cuda and torch.cuda.current_device()
