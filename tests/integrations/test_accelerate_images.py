@@ -59,12 +59,17 @@ def sd(tmp_path_factory):
     return _trio(tiny_pipelines.sd(tmp_path_factory.mktemp("tokenizer"), diffusers.DDIMScheduler))
 
 
+def _as(cls, pipe):
+    """pipe's components in another diffusers pipeline class (its img2img variant)."""
+    out = cls(**pipe.components)
+    out.set_progress_bar_config(disable=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def img2img(tmp_path_factory):
     sd = tiny_pipelines.sd(tmp_path_factory.mktemp("tokenizer"), diffusers.DDIMScheduler)
-    pipe = diffusers.StableDiffusionImg2ImgPipeline(**sd.components)
-    pipe.set_progress_bar_config(disable=True)
-    return _trio(pipe)
+    return _trio(_as(diffusers.StableDiffusionImg2ImgPipeline, sd))
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +80,7 @@ def sdxl(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sdxl_img2img(tmp_path_factory):
     sdxl = tiny_pipelines.sdxl(tmp_path_factory.mktemp("tokenizer"), diffusers.DDIMScheduler)
-    pipe = diffusers.StableDiffusionXLImg2ImgPipeline(**sdxl.components)
-    pipe.set_progress_bar_config(disable=True)
-    return _trio(pipe)
+    return _trio(_as(diffusers.StableDiffusionXLImg2ImgPipeline, sdxl))
 
 
 @pytest.fixture(scope="module")
