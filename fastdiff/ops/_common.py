@@ -83,8 +83,9 @@ def eager(*tensors) -> bool:
 # each op memoises, per call signature, the launcher its first eager call chose (and the scalar
 # argument its checks made): a later call with the same signature skips straight to it. The
 # signature is everything the checks and the choice read: call_state() and each argument's meta()
-# or value and type. Each op builds it inline, as one tuple: on a small CPU a loop over the
-# arguments, or a helper call more, costs a good part of what the memo saves.
+# (aux_meta() where neither reads its strides) or value and type. Each op builds it inline, as one
+# tuple: on a small CPU a loop over the arguments, or a helper call more, costs a good part of what
+# the memo saves.
 MEMO_SIZE = 1024
 
 
@@ -108,6 +109,18 @@ def meta(t):
         return None
     try:
         return type(t), t.shape, t.stride(), t.dtype, t.device, t.requires_grad
+    except (AttributeError, TypeError):
+        return type(t)
+
+
+def aux_meta(t):
+    """meta() without the strides, for an argument whose strides neither the checks nor the choice
+    of backend read (weights, modulations, angle tables): the launcher takes any, and reading them
+    is a good part of the memo's cost."""
+    if t is None:
+        return None
+    try:
+        return type(t), t.shape, t.dtype, t.device, t.requires_grad
     except (AttributeError, TypeError):
         return type(t)
 

@@ -7,7 +7,7 @@ from typing import Optional
 import torch
 
 from .. import backends, reference
-from ._common import (OP_TAGS, call_state, check_float, check_match, check_tensor, eager, launcher, meta,
+from ._common import (OP_TAGS, call_state, check_float, check_match, aux_meta, check_tensor, eager, launcher, meta,
                       needs_autograd, remember)
 
 _memo: dict = {}  # call signature -> (launcher, eps) (fastdiff.ops._common)
@@ -69,7 +69,7 @@ def adaln(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float 
     Statistics (two passes, never E[x^2] - E[x]^2) and arithmetic in fp32.
     """
     state = call_state(x)
-    key = state and (state, meta(x), meta(shift), meta(scale), meta(gate), meta(residual), eps, type(eps))
+    key = state and (state, meta(x), aux_meta(shift), aux_meta(scale), aux_meta(gate), meta(residual), eps, type(eps))
     entry = _memo.get(key)
     if entry is None:
         eps = _check(x, shift, scale, gate, residual, eps)

@@ -7,7 +7,7 @@ import torch
 
 from .. import backends, reference
 from .._layout import is_channels_last, output_format
-from ._common import (OP_TAGS, call_state, check_float, check_match, check_tensor, eager, launcher, meta,
+from ._common import (OP_TAGS, call_state, check_float, check_match, aux_meta, check_tensor, eager, launcher, meta,
                       needs_autograd, remember)
 
 _memo: dict = {}  # call signature -> (launcher, eps) (fastdiff.ops._common)
@@ -63,7 +63,7 @@ def group_norm(x: torch.Tensor, num_groups: int, weight: Optional[torch.Tensor] 
     Returns a new tensor with x's shape, dtype and memory format.
     """
     state = call_state(x)
-    key = state and (state, meta(x), meta(weight), meta(bias), num_groups, type(num_groups), eps, type(eps))
+    key = state and (state, meta(x), aux_meta(weight), aux_meta(bias), num_groups, type(num_groups), eps, type(eps))
     entry = _memo.get(key)
     if entry is None:
         eps = _check(x, num_groups, weight, bias, eps)

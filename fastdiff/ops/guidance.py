@@ -16,7 +16,7 @@ import torch
 
 from .. import backends, reference
 from .._layout import is_channels_last, output_format
-from ._common import (OP_TAGS, call_state, check_float, check_match, check_tensor, eager, launcher, meta,
+from ._common import (OP_TAGS, call_state, check_float, check_match, aux_meta, check_tensor, eager, launcher, meta,
                       needs_autograd, remember)
 
 # call signature -> (launcher, scale) (fastdiff.ops._common)
@@ -67,7 +67,7 @@ def cfg_combine(out_uncond: torch.Tensor, out_cond: torch.Tensor, scale: float) 
     device, any layout. scale: a finite float. Returns a new tensor like out_cond, computed in fp32.
     """
     state = call_state(out_cond)
-    key = state and (state, meta(out_uncond), meta(out_cond), scale, type(scale))
+    key = state and (state, aux_meta(out_uncond), meta(out_cond), scale, type(scale))
     entry = _cfg_combine_memo.get(key)
     if entry is None:
         scale = _check_cfg_combine(out_uncond, out_cond, scale)
@@ -166,8 +166,8 @@ def sampler_step(x: torch.Tensor, model_out: torch.Tensor,
     coeff_tensor = coeffs if isinstance(coeffs, torch.Tensor) else None
     # The coefficients change every step, so only their kind is part of the signature.
     state = call_state(x)
-    key = state and (state, meta(x), meta(model_out), meta(prev), meta(noise), meta(coeff_tensor), guidance_scale,
-                     type(guidance_scale), type(coeffs))
+    key = state and (state, meta(x), aux_meta(model_out), aux_meta(prev), aux_meta(noise), aux_meta(coeff_tensor),
+                     guidance_scale, type(guidance_scale), type(coeffs))
     entry = _sampler_step_memo.get(key)
     if entry is None or (coeff_tensor is None and not _six_floats(coeffs)):
         coeffs, guidance_scale = _check_sampler_step(x, model_out, coeffs, guidance_scale, prev, noise)

@@ -93,3 +93,17 @@ def test_the_memo_stays_bounded(monkeypatch):
     assert _common.call_state(torch.ones(1)) is not None
     assert _common.call_state([1.0]) is None  # not a tensor: the checks will say so
     assert _common.meta(None) is None and _common.meta([1.0]) is list
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_weights_with_new_strides_reuse_the_launcher_and_stay_right(backend):
+    # Their strides are not part of the signature (aux_meta): the launcher must take any.
+    x = torch.randn(2, 8, 4, 4)
+    w, b = torch.randn(8, 2), torch.randn(8)
+    with ops.use_backend(backend):
+        for weight in (w[:, 0].contiguous(), w[:, 0]):  # the same signature, then a strided weight
+            got = ops.group_norm(x, 4, weight, b, silu=True)
+            want = reference.group_norm(x.double(), 4, weight.double(), b.double(), silu=True)
+            torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    assert _common.aux_meta(w[:, 0]) == _common.aux_meta(w[:, 0].contiguous())
+    assert _common.aux_meta(None) is None and _common.aux_meta([1.0]) is list
