@@ -1,4 +1,5 @@
-"""A tiny CNN that names the colour and the shape in a 32x32 scene; it scores generated samples."""
+"""A tiny CNN that names the colour, shape, size and position of the shape in a 32x32 scene; it
+scores generated samples."""
 from __future__ import annotations
 
 import torch
@@ -6,6 +7,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..builtin import checkpoint, data
+
+# The attributes it judges, each an index into data's tables, in the order forward() returns them.
+ATTRIBUTES = ("colour", "shape", "size", "position")
 
 
 class AttributeClassifier(nn.Module):
@@ -19,17 +23,24 @@ class AttributeClassifier(nn.Module):
         )
         self.colour = nn.Linear(2 * w, len(data.COLOURS))
         self.shape = nn.Linear(2 * w, len(data.SHAPES))
+        # Size and position need to know where the features are: a 3x3 grid of them, one cell
+        # per position, besides their maximum over the image.
+        self.size = nn.Linear(2 * w * 10, len(data.SIZES))
+        self.position = nn.Linear(2 * w * 10, len(data.POSITIONS))
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, 3, 32, 32) in [-1, 1] -> colour logits (N, 6), shape logits (N, 4)."""
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(N, 3, 32, 32) in [-1, 1] -> the logits of each of ATTRIBUTES, (N, classes) each."""
+        f = self.features(images)
         # Max pooling over space: the shape occupies a small part of the image.
-        h = self.features(images).amax(dim=(2, 3))
-        return self.colour(h), self.shape(h)
+        h = f.amax(dim=(2, 3))
+        where = torch.cat((h, F.adaptive_max_pool2d(f, 3).flatten(1)), 1)
+        return self.colour(h), self.shape(h), self.size(where), self.position(where)
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        colour, shape = self(images.float().clamp(-1, 1))
-        return colour.argmax(1), shape.argmax(1)
+    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Each of ATTRIBUTES -> its predicted index per image."""
+        logits = self(images.float().clamp(-1, 1))
+        return {name: x.argmax(1) for name, x in zip(ATTRIBUTES, logits)}
 
 
 def load(weights_dir=None) -> AttributeClassifier:
@@ -53,13 +64,14 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def loss(model: AttributeClassifier, images, scenes: data.Scenes) -> torch.Tensor:
-    colour, shape = model(images)
-    return F.cross_entropy(colour, scenes.colour) + F.cross_entropy(shape, scenes.shape)
+    return sum(F.cross_entropy(x, getattr(scenes, name)) for name, x in zip(ATTRIBUTES, model(images)))
 
 
-@torch.no_grad()
-def accuracy(model: AttributeClassifier, images: torch.Tensor, colour: torch.Tensor, shape: torch.Tensor):
-    """Fractions of images whose colour, shape, and both match the targets."""
-    pc, ps = model.predict(images)
-    ok_c, ok_s = pc == colour, ps == shape
-    return ok_c.float().mean().item(), ok_s.float().mean().item(), (ok_c & ok_s).float().mean().item()
+def accuracy(model: AttributeClassifier, images: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, float]:
+    """The fraction of images that match each target attribute (a subset of ATTRIBUTES, the
+    attributes a prompt named), and under "all" those that match every one of them."""
+    predicted = model.predict(images)
+    ok = {name: predicted[name] == target for name, target in targets.items()}
+    result = {name: hit.float().mean().item() for name, hit in ok.items()}
+    result["all"] = torch.stack(list(ok.values())).all(0).float().mean().item()
+    return result
