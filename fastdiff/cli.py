@@ -48,7 +48,7 @@ def eval_arguments(p: argparse.ArgumentParser) -> None:
 
     from . import builtin
 
-    p.add_argument("--model", choices=(*builtin.NAMES, "both"), default="both")
+    p.add_argument("--model", choices=(*builtin.NAMES, "all"), default="all")
     p.add_argument("--per-class", type=int, default=2,
                    help=f"samples per (colour, shape) prompt, of which there are {builtin.data.num_classes()} "
                         "(default: 2)")
@@ -66,7 +66,7 @@ def run_eval(args) -> int:
     checks.int_range("--per-class", args.per_class, 1)
     checks.seed("--seed", args.seed)
     device = checks.device("--device", args.device)
-    kinds = builtin.NAMES if args.model == "both" else (args.model,)
+    kinds = builtin.NAMES if args.model == "all" else (args.model,)
     rows = [row for kind in kinds for row in evaluate.run_all(kind, args.per_class, args.seed, device,
                                                               args.weights)]
     evaluate.report(rows, args.out)

@@ -16,9 +16,14 @@ from ..sampling import NoiseSchedule, SamplingDefaults, SamplingModel
 from . import checkpoint, data, prompts
 from .text_encoder import TextEncoder, TextEncoderConfig
 
-NAMES = ("unet", "dit")  # the models that sample; the first is the default
+# The models that sample, the first the default: the U-Net, the DiT, and the U-Net distilled for
+# few steps (fastdiff.training.lcm).
+NAMES = ("unet", "dit", "unet-lcm")
+# Whether a model reads the size and the place a prompt names: the DiT's class is (colour, shape).
+READS_SCENE = {"unet": True, "dit": False, "unet-lcm": True}
 CONTEXT_DIM = 64  # the text encoder's width = the U-Net's cross-attention width
-_CLASSES = {"vae": (VAE, VAEConfig), "unet": (UNet, UNetConfig), "dit": (DiT, DiTConfig)}
+_CLASSES = {"vae": (VAE, VAEConfig), "unet": (UNet, UNetConfig), "dit": (DiT, DiTConfig),
+            "unet-lcm": (UNet, UNetConfig)}
 
 # The sizes of the built-in models (fastdiff.models config fields): 32x32 RGB scenes, a VAE with
 # 4x downsampling to 4x8x8 latents, a U-Net and a DiT of about 1-3M parameters over them.
@@ -34,6 +39,13 @@ CONFIGS = {
 # Trained on noisy captions, both built-in models need guidance to follow the prompt; accuracy
 # peaks near CFG 7.5 (DPM-Solver++ 2M, 20 steps; README's table).
 SAMPLING = SamplingDefaults(sampler="dpmpp_2m", steps=20, guidance_scale=7.5)
+# The distilled U-Net learned the guided trajectories: 4 LCM steps, one forward pass each.
+FEW_STEP = SamplingDefaults(sampler="lcm", steps=4, guidance_scale=1.0)
+
+
+def defaults(name: str) -> SamplingDefaults:
+    """The sampling defaults of the built-in model `name`."""
+    return FEW_STEP if name == "unet-lcm" else SAMPLING
 
 
 def schedule() -> NoiseSchedule:
@@ -59,7 +71,7 @@ def new_text_encoder() -> TextEncoder:
 
 
 def load(part: str, device="cpu", weights_dir=None):
-    """A trained built-in model ('vae', 'unet', 'dit' or 'text_encoder') in eval mode."""
+    """A trained built-in model ('vae', 'unet', 'dit', 'unet-lcm' or 'text_encoder') in eval mode."""
     config = checkpoint.config(part, weights_dir)
     model = TextEncoder(TextEncoderConfig(**config)) if part == "text_encoder" else _build(part, config)
     return checkpoint.load(model, part, weights_dir).to(device)
@@ -80,17 +92,17 @@ def label(prompt) -> int:
 
 
 def sampling_model(name: str | None = None, *, device="cpu", weights_dir=None) -> SamplingModel:
-    """The SamplingModel of the built-in 'unet' (default) or 'dit'; both take prompts (the DiT
-    class labels too, see prompts.class_names) and sample with SAMPLING by default."""
+    """The SamplingModel of the built-in 'unet' (default), 'dit' or 'unet-lcm'; all take prompts
+    (the DiT class labels too, see prompts.class_names) and sample with defaults(name)."""
     name = name or NAMES[0]
     if name not in NAMES:
         raise ValueError(f"fastdiff.builtin: no built-in model {name!r}; expected one of {', '.join(NAMES)}")
     vae = load("vae", device, weights_dir)
-    if name == "unet":
+    if name != "dit":
         text = load("text_encoder", device, weights_dir)
-        model = SamplingModel.from_unet(load("unet", device, weights_dir), text.encode, vae, schedule())
+        model = SamplingModel.from_unet(load(name, device, weights_dir), text.encode, vae, schedule())
     else:
         base = SamplingModel.from_dit(load("dit", device, weights_dir), vae, schedule())
         model = dataclasses.replace(base, takes="prompt", condition=lambda prompts, guidance: base.condition(
             [label(p) for p in prompts], guidance))
-    return dataclasses.replace(model, defaults=SAMPLING)
+    return dataclasses.replace(model, defaults=defaults(name))

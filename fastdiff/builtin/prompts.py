@@ -23,14 +23,14 @@ def missing_class(prompt: str) -> str | None:
 
 
 def problems(model: str, prompt: str) -> list[str]:
-    """What the built-in `model` ('unet' or 'dit') will not follow in `prompt`, as short phrases."""
+    """What the built-in `model` (one of fastdiff.builtin.NAMES) will not follow in `prompt`, as short phrases."""
     words = tokenizer.words(prompt)
     vocab = set(tokenizer.VOCAB) - {tokenizer.PAD, tokenizer.UNK}
     found = []
     unknown = [w for w in dict.fromkeys(words) if w not in vocab]
     if unknown:
         found.append(f"unknown words {' '.join(unknown)} (the models know: {' '.join(sorted(vocab))})")
-    if model == "unet" and len(words) > tokenizer.MAX_LEN:
+    if model != "dit" and len(words) > tokenizer.MAX_LEN:
         found.append(f"words past the {tokenizer.MAX_LEN}th dropped: {' '.join(words[tokenizer.MAX_LEN:])}")
     for what, names in (("colours", data.COLOUR_NAMES), ("shapes", data.SHAPES)):
         named = [w for w in dict.fromkeys(words) if w in names]

@@ -1,6 +1,6 @@
 """What `fastdiff sample --model` names, told apart before any weights load: a built-in model
-(unet, dit), a folder `fastdiff train` wrote (or one of its unet/dit files), a diffusers DiT folder
-or pipeline folder (with its VAE in vae/), or a DiT checkpoint file (with vae/ beside it). Each
+(unet, dit, unet-lcm), a folder `fastdiff train` wrote (or one of its model files), a diffusers DiT
+folder or pipeline folder (with its VAE in vae/), or a DiT checkpoint file (with vae/ beside it). Each
 refusal says what it tried and why it failed."""
 from __future__ import annotations
 
@@ -11,14 +11,15 @@ from typing import Callable, Optional
 
 from .errors import UsageError
 
-BUILTIN = ("unet", "dit")
+BUILTIN = ("unet", "dit", "unet-lcm")
 # The files of a model in a folder written by fastdiff train (fastdiff.builtin.checkpoint).
-TRAINED_FILES = {"unet": ("unet", "text_encoder", "vae"), "dit": ("dit", "vae")}
+TRAINED_FILES = {"unet": ("unet", "text_encoder", "vae"), "dit": ("dit", "vae"),
+                 "unet-lcm": ("unet-lcm", "text_encoder", "vae")}
 
 
 @dataclass(frozen=True)
 class ModelSource:
-    """what: how messages name it. builtin: 'unet' or 'dit' for the built-in models' kind (their
+    """what: how messages name it. builtin: 'unet', 'dit' or 'unet-lcm' for the built-in models' kind (their
     prompts are checked, see fastdiff.builtin.prompts). prompts: whether it takes prompts;
     num_classes: how many class labels it takes (None: none). sampler: its default sampler's name.
     load(device) -> SamplingModel."""
@@ -56,7 +57,7 @@ def _builtin(name: str, weights_dir: Optional[Path], what: str) -> ModelSource:
         raise UsageError(f"--model {name}: no built-in models in this build ({e}); pass --model with a "
                          "checkpoint folder or file") from None
     classes = builtin.data.num_classes() if name == "dit" else None
-    return ModelSource(what, name, True, classes, builtin.SAMPLING.sampler,
+    return ModelSource(what, name, True, classes, builtin.defaults(name).sampler,
                        lambda device: builtin.sampling_model(name, device=device, weights_dir=weights_dir))
 
 

@@ -10,19 +10,20 @@ from pathlib import Path
 from . import checks
 from .errors import UsageError
 
-PARTS = ("classifier", "vae", "unet", "dit")
+PARTS = ("classifier", "vae", "unet", "dit", "lcm")
 DEFAULT_OUT = "fastdiff-weights"
 # The files each part writes.
 WRITES = {"classifier": ("classifier.safetensors", "classifier_loss.csv"), "vae": ("vae.safetensors", "vae_loss.csv"),
           "unet": ("unet.safetensors", "text_encoder.safetensors", "unet_loss.csv"),
-          "dit": ("dit.safetensors", "dit_loss.csv")}
+          "dit": ("dit.safetensors", "dit_loss.csv"), "lcm": ("unet-lcm.safetensors", "unet-lcm_loss.csv")}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # argparse checks an empty nargs="*" list against choices, so the parts are checked in _parts
     p.add_argument("parts", nargs="*", metavar="PART",
                    help=f"what to train, in order: {', '.join(PARTS)} (default: all; the U-Net and DiT use the VAE in "
-                        "--out, else the shipped one, which is then copied there)")
+                        "--out, else the shipped one, and lcm distills the U-Net in --out, else the shipped one, "
+                        "each then copied there)")
     p.add_argument("--steps", type=int, default=None, help="training steps of each part (default: its own)")
     p.add_argument("--batch", type=int, default=None, help="batch size (default: each part's own)")
     p.add_argument("--out", default=DEFAULT_OUT, help="weights folder (default: ./%(default)s)")
@@ -61,17 +62,17 @@ def _check(args) -> Path:
     return out
 
 
-def _vae(out: Path):
-    """The VAE the diffusion models train on: the one in `out`, else the shipped one, copied to
+def _trained(part: str, out: Path):
+    """A trained part that another trains on: the one in `out`, else the shipped one, copied to
     `out` so that the folder samples on its own."""
     from .. import builtin
     from ..builtin import checkpoint
 
-    if checkpoint.path("vae", out).is_file():
-        return builtin.load("vae", weights_dir=out)
-    vae = builtin.load("vae")
-    checkpoint.save(vae, "vae", checkpoint.config("vae"), out)
-    return vae
+    if checkpoint.path(part, out).is_file():
+        return builtin.load(part, weights_dir=out)
+    model = builtin.load(part)
+    checkpoint.save(model, part, checkpoint.config(part), out)
+    return model
 
 
 def run(args) -> int:
@@ -79,7 +80,7 @@ def run(args) -> int:
 
     out = _check(args)
     from .. import builtin
-    from ..training import train
+    from ..training import lcm, train
 
     torch.set_num_threads(args.threads)
     opts = {k: v for k, v in (("steps", args.steps), ("batch", args.batch)) if v is not None}
@@ -90,8 +91,10 @@ def run(args) -> int:
         elif part == "vae":
             path, _ = train.train_vae(builtin.new("vae"), **opts)
         elif part == "unet":
-            path, _ = train.train_unet(builtin.new("unet"), builtin.new_text_encoder(), _vae(out), **opts)
+            path, _ = train.train_unet(builtin.new("unet"), builtin.new_text_encoder(), _trained("vae", out), **opts)
+        elif part == "dit":
+            path, _ = train.train_dit(builtin.new("dit"), _trained("vae", out), **opts)
         else:
-            path, _ = train.train_dit(builtin.new("dit"), _vae(out), **opts)
+            path, _ = lcm.train_lcm(_trained("unet", out), _trained("text_encoder", out), _trained("vae", out), **opts)
         print(f"fastdiff train: {part} -> {path}")
     return 0

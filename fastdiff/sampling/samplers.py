@@ -159,6 +159,12 @@ class LCM:
     timestep_scaling: float = 10.0
     sigma_data: float = 0.5
 
+    def boundary(self, t):
+        """(c_skip, c_out) at timestep t (a number or a tensor): the consistency function is
+        c_skip x_t + c_out x0_pred, which is x_t itself at t = 0."""
+        st = t * self.timestep_scaling
+        return self.sigma_data ** 2 / (st * st + self.sigma_data ** 2), st / (st * st + self.sigma_data ** 2) ** 0.5
+
     def plan(self, schedule, steps: int, prediction_type: str = "epsilon") -> Plan:
         _need(schedule, NoiseSchedule, "LCM")
         k = schedule.num_train_timesteps // self.original_steps
@@ -169,9 +175,7 @@ class LCM:
         rows = []
         for i, t in enumerate(ts):
             ab, alpha, sigma = _vp(schedule, t)
-            st = t * self.timestep_scaling
-            c_skip = self.sigma_data ** 2 / (st * st + self.sigma_data ** 2)
-            c_out = st / math.sqrt(st * st + self.sigma_data ** 2)
+            c_skip, c_out = self.boundary(t)
             p, q = data_prediction(prediction_type, alpha, sigma)
             if i + 1 < len(ts):
                 ab_next = schedule.alphas_cumprod[ts[i + 1]].item()

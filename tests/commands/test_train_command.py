@@ -72,3 +72,19 @@ def test_training_leaves_the_installed_package_alone(tmp_path):
                               "--out", "grid.png", "--quiet", cwd=tmp_path)
     assert code == 0 and out.strip() == "grid.png" and (tmp_path / "grid.png").stat().st_size > 0, err
     assert _hashes(checkpoint.WEIGHTS_DIR) == before
+
+
+@pytest.mark.slow
+def test_lcm_distills_the_unet_into_a_folder_that_samples(tmp_path):
+    """`fastdiff train lcm` into a fresh folder: the teacher it distilled (the shipped U-Net, with
+    its text encoder and VAE) is copied beside the student, and the student samples from there."""
+    before = _hashes(checkpoint.WEIGHTS_DIR)
+    code, _, err = fastdiff("train", "lcm", "--steps", "1", "--batch", "2", cwd=tmp_path)
+    assert code == 0, err
+    written = tmp_path / "fastdiff-weights"
+    assert sorted(p.name for p in written.iterdir()) == ["text_encoder.safetensors", "unet-lcm.safetensors",
+                                                       "unet-lcm_loss.csv", "unet.safetensors", "vae.safetensors"]
+    code, out, err = fastdiff("sample", "a red circle", "--model", "fastdiff-weights/unet-lcm.safetensors", "--n", "1",
+                              "--out", "grid.png", "--quiet", cwd=tmp_path)
+    assert code == 0 and out.strip() == "grid.png" and (tmp_path / "grid.png").stat().st_size > 0, err
+    assert _hashes(checkpoint.WEIGHTS_DIR) == before

@@ -10,7 +10,7 @@ from fastdiff import builtin, cli
 from fastdiff.builtin import checkpoint, data, tokenizer
 from fastdiff.sampling import model as sampling_model
 from fastdiff.sampling.images import save_image
-from fastdiff.training import classifier, evaluate, train
+from fastdiff.training import classifier, evaluate, lcm, train
 
 pytestmark = pytest.mark.slow  # every test here trains models: most of the suite's CPU time
 
@@ -23,6 +23,8 @@ def trained(tmp_path_factory):
     vae = builtin.load("vae", weights_dir=out)
     train.train_unet(builtin.new("unet"), builtin.new_text_encoder(), vae, steps=20, batch=16, out_dir=out)
     train.train_dit(builtin.new("dit"), vae, steps=20, batch=16, out_dir=out)
+    lcm.train_lcm(builtin.load("unet", weights_dir=out), builtin.load("text_encoder", weights_dir=out), vae, steps=5,
+                  batch=8, out_dir=out)
     checkpoint.save(classifier.load(), "classifier", checkpoint.config("classifier"), out)
     return out
 
@@ -66,6 +68,23 @@ def test_unet_and_dit_training_reduce_the_diffusion_loss(trained, tmp_path):
     assert _fixed_loss(dit, vae, lambda s: (s.label,)) < 0.8 * before
 
 
+def test_the_distilled_unet_has_a_smaller_consistency_loss_than_its_teacher():
+    teacher, text, vae = builtin.load("unet"), builtin.load("text_encoder"), builtin.load("vae")
+    seed = int(torch.randint(0, 2**31, ()))
+    scenes = data.random_scenes(128, torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        z0 = train.encode(vae, data.render(scenes))
+        context, uncond = text(tokenizer.encode(data.caption(scenes))), text(tokenizer.encode([""]))
+
+    def loss(student):  # the same timesteps and noise for both
+        with torch.no_grad():
+            return lcm.distillation_loss(student, student, teacher, z0, context, uncond,
+                                         torch.Generator().manual_seed(seed)).item()
+
+    before, after = loss(teacher), loss(builtin.load("unet-lcm"))  # the student started as the teacher
+    assert after < 0.85 * before, (before, after, seed)
+
+
 def test_caption_dropout_rate():
     captions = train.caption_dropout(["a red circle"] * 4000, 0.1, torch.Generator().manual_seed(0))
     assert 0.08 < captions.count("") / 4000 < 0.12 and set(captions) == {"", "a red circle"}
@@ -98,7 +117,9 @@ def test_builtin_models_write_a_png(trained, tmp_path):
 
 def test_eval_writes_table_and_plots(trained, tmp_path, monkeypatch, capsys):
     """`fastdiff eval`: both tables, results and plots, from one Pipeline per model for all cells."""
-    monkeypatch.setattr(evaluate, "SAMPLER_RUNS", (("DDIM", "ddim", 10), *evaluate.SAMPLER_RUNS[3:4]))
+    monkeypatch.setattr(evaluate, "SAMPLER_RUNS", (("DDIM", "ddim", 10), *evaluate.SAMPLER_RUNS[3:4],
+                                                   ("LCM", "lcm", 4)))
+    monkeypatch.setattr(evaluate, "LCM_STEPS", (4,))
     built = []
 
     class CountedPipeline(sampling_model.Pipeline):
@@ -110,7 +131,10 @@ def test_eval_writes_table_and_plots(trained, tmp_path, monkeypatch, capsys):
                      "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "| CFG scale (DPM-Solver++ 2M, 20 steps) | unet | dit |" in out and "| 7.5 |" in out
-    assert "| sampler, steps (CFG 7.5) | unet | dit |" in out and "| DPM-Solver++ 2M 20 |" in out
-    assert len(built) == 2 and len(set(map(id, built))) == 2  # one per model, over 6 cells each
+    assert "| sampler, steps (CFG 7.5) | unet | dit | unet-lcm (unguided) |" in out
+    assert "| DPM-Solver++ 2M 20 |" in out and "| LCM 4 |" in out
+    assert "| colour | shape | size | position | all |" in out and "| unet, every attribute |" in out
+    assert "| dit, colour and shape |" in out and "| dit, every attribute |" not in out  # the DiT reads no size
+    assert len(built) == 3 and len(set(map(id, built))) == 3  # one per model, for all its cells
     for name in ("results.json", "table.md", "accuracy_vs_cfg.png", "accuracy_vs_steps.png"):
         assert (tmp_path / name).stat().st_size > 0
