@@ -36,7 +36,7 @@ CONFIGS = {
                 num_classes=data.num_classes(), learn_sigma=False),
 }
 
-# Trained on noisy captions, both built-in models need guidance to follow the prompt; accuracy
+# Trained on noisy captions, the U-Net and the DiT need guidance to follow the prompt; accuracy
 # peaks near CFG 7.5 (DPM-Solver++ 2M, 20 steps; README's table).
 SAMPLING = SamplingDefaults(sampler="dpmpp_2m", steps=20, guidance_scale=7.5)
 # The distilled U-Net learned the guided trajectories: 4 LCM steps, one forward pass each.
