@@ -125,7 +125,7 @@ def test_triton_attention_plan_asks_the_compiled_kernel(monkeypatch):
     monkeypatch.setattr(at, "compiled_shared_memory", compiled)
     monkeypatch.setattr(at, "shared_memory_of", lambda t: 123457)  # a limit no other test plans for
     monkeypatch.setattr(at, "_PLANS", {})
-    q, k, v = (randn((1, s, 1, 40), torch.float16) for s in (5, 300, 300))
+    q, k, v = (randn((1, s, 1, 40), torch.float16, DEVICE) for s in (5, 300, 300))
     at.attention(q, k, v)
     assert len(asked) == 3 and asked == list(at.configs(40, 5, 300, 2))[:3]
     at.attention(q, k, v)  # planned once
