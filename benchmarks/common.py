@@ -88,11 +88,14 @@ def backend_impls(op: str, desc, call) -> dict:
 
 def auto_case(op: str, desc, times: dict) -> dict | None:
     """The measured case for fastdiff/measured.json: the fastdiff backends that ran, fastest first
-    (None when none did; a backend that failed is left out, after the measured ones for auto)."""
+    (None when none did; a backend that failed is left out, after the measured ones for auto), and
+    their times in us, which record_auto.py needs where two cases share one key."""
     from fastdiff import measured
 
     order = sorted((b for b in times if b in FASTDIFF_BACKENDS), key=times.get)
-    return measured.case(op, desc, order) if order else None
+    if not order:
+        return None
+    return {**measured.case(op, desc, order), "us": {b: round(times[b] * 1e3, 1) for b in order}}
 
 
 def copy_bandwidth() -> float:

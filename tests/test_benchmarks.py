@@ -106,6 +106,18 @@ def test_record_auto_reads_files_with_failed_rows(tmp_path, monkeypatch):
     assert "results/" in table[device]["provenance"]
 
 
+def test_record_auto_merges_cases_of_one_key_by_summed_time():
+    a = {"dtype": "float16", "numel": 8, "order": ["triton", "cuda", "torch"], "us": {"triton": 1.0, "cuda": 2.0,
+                                                                                    "torch": 9.0}}
+    b = {**a, "order": ["cuda", "triton", "torch"], "us": {"triton": 5.0, "cuda": 3.0, "torch": 4.0}}
+    other = {**a, "numel": 16}
+    assert record_auto.merged([a, other, b], "demo") == [
+        {"dtype": "float16", "numel": 8, "order": ["cuda", "triton", "torch"]},
+        {"dtype": "float16", "numel": 16, "order": ["triton", "cuda", "torch"]}]
+    with pytest.raises(SystemExit, match="without times"):
+        record_auto.merged([a, {k: v for k, v in b.items() if k != "us"}], "demo")
+
+
 def test_record_auto_checks_its_argument(tmp_path):
     with pytest.raises(SystemExit, match="RESULTS_FOLDER"):
         record_auto.main([str(tmp_path / "missing")])
