@@ -107,3 +107,15 @@ def test_weights_with_new_strides_reuse_the_launcher_and_stay_right(backend):
             torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
     assert _common.aux_meta(w[:, 0]) == _common.aux_meta(w[:, 0].contiguous())
     assert _common.aux_meta(None) is None and _common.aux_meta([1.0]) is list
+
+def test_qk_norm_rope_keys_q_and_k_without_strides():
+    """A memoised qk_norm_rope call launches views of other strides (fused-QKV slices) correctly."""
+    qkv = torch.randn(1, 6, 3, 2, 8)
+    w, cos, sin = torch.randn(8), torch.randn(6, 8), torch.randn(6, 8)
+    q, k = torch.randn(1, 6, 2, 8), torch.randn(1, 6, 2, 8)
+    ops.qk_norm_rope(q, k, w, w, cos, sin)
+    q, k = qkv[:, :, 0], qkv[:, :, 1]  # the same shapes, strided
+    want = reference.qk_norm_rope(q.double(), k.double(), w.double(), w.double(), cos.double(), sin.double(), 1e-6)
+    ops.qk_norm_rope(q, k, w, w, cos, sin)
+    torch.testing.assert_close(qkv[:, :, 0].double(), want[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(qkv[:, :, 1].double(), want[1], rtol=1e-5, atol=1e-5)
