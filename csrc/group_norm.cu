@@ -14,7 +14,15 @@
 // Small groups: one block per group reads it once into shared memory, reduces, and normalizes
 // from that copy. Large groups: a stats kernel reduces fixed-size chunks of every group into an
 // fp32 workspace (count, mean, M2 per chunk), and a normalize kernel merges a group's partials
-// and normalizes its chunk, so every SM has work even for a batch of one.
+// and normalizes its chunk, so every SM has work even for a batch of one. Large NHWC groups are
+// read by pixel instead: a group's run there is a few bytes of every pixel (8 at 4 fp16 channels
+// a group), so blocks that each walk one group fetch every sector once per group in it; a block
+// of the rows kernels takes a chunk of pixels with the channels of whole groups (up to 256
+// vectors), one contiguous span read in full vectors, and keeps each group's statistics apart (one
+// group per thread, whose channels stay the same from pixel to pixel). Groups of runs longer than
+// 256 vectors keep the split reduction, whose runs are then long enough.
+#include <algorithm>
+
 #include "device.cuh"
 #include "dtype.cuh"
 #include "fastdiff/group_norm.h"
@@ -207,6 +215,97 @@ template <typename T, typename W, int V, bool CL> __global__ void __launch_bound
   }
 }
 
+// The rows kernels: sample i's pixels in `chunks` chunks and its c / V vectors a pixel in column
+// blocks of `lanes` (whole groups): block (i, column block, chunk) has rows x lanes threads, thread
+// t the V channels of vector lane = column block * lanes + t % lanes of every rows-th pixel of the
+// chunk from its t / lanes-th; a lane past c / V does nothing.
+struct Rows {
+  int64_t i, lo, hi;
+  uint32_t cb, lane, row, rows, ch, group;
+
+  __device__ static Rows of(int64_t c, int64_t spatial, int64_t groups, int chunks, uint32_t lanes, int V) {
+    const uint32_t cblocks = uint32_t((c / V + lanes - 1) / lanes);
+    const uint32_t per = uint32_t((spatial + chunks - 1) / chunks), chunk = blockIdx.x % chunks;
+    Rows r;
+    r.i = blockIdx.x / chunks / cblocks;
+    r.cb = blockIdx.x / chunks % cblocks;
+    r.lane = r.cb * lanes + threadIdx.x % lanes, r.row = threadIdx.x / lanes, r.rows = blockDim.x / lanes;
+    r.lo = int64_t(chunk) * per;
+    r.hi = r.lane < c / V ? std::min<int64_t>(r.lo + per, spatial) : r.lo;  // idle lanes: no pixels
+    r.ch = r.lane * V, r.group = uint32_t(std::min<int64_t>(r.ch / (c / groups), groups - 1));
+    return r;
+  }
+};
+
+// Rows pass 1: each group's statistics of x - pivot over the chunk's pixels, to the partials
+// (laid out as the split reduction's: chunk blockIdx.x % chunks of each group).
+template <typename T, int V> __global__ void __launch_bounds__(kSplitThreads, kSplitBlocksPerSM)
+    group_norm_rows_stats(const T* __restrict__ x, Welford* __restrict__ partial, int64_t c, int64_t spatial,
+                          int64_t groups, int chunks, uint32_t lanes) {
+  Welford* slots = reinterpret_cast<Welford*>(dynamic_smem());  // one per thread
+  const Rows r = Rows::of(c, spatial, groups, chunks, lanes, V);
+  const int64_t cpg = c / groups, sample = r.i * spatial * c;
+  const float pivot = to_f32(x[sample + r.group * cpg]);
+  Welford acc{0.f, 0.f, 0.f};
+  for (int64_t p = r.lo + r.row; p < r.hi; p += r.rows) {
+    float v[V];
+    load<T, V>(x + sample + p * c + r.ch, v, pivot);
+    push(acc, v);
+  }
+  slots[threadIdx.x] = acc;
+  __syncthreads();
+  // thread t merges the column block's t-th group: its cpg / V lanes in every row
+  const uint32_t per_group = uint32_t(cpg / V);
+  const int64_t g = int64_t(r.cb) * (lanes / per_group) + threadIdx.x;
+  if (threadIdx.x < lanes / per_group && g < groups) {
+    acc = Welford{0.f, 0.f, 0.f};
+    for (uint32_t row = 0; row < r.rows; ++row)
+      for (uint32_t l = 0; l < per_group; ++l) acc = merge(acc, slots[row * lanes + threadIdx.x * per_group + l]);
+    partial[(r.i * groups + g) * chunks + blockIdx.x % chunks] = acc;
+  }
+}
+
+// Rows pass 2, one block a group: its partials merged, {count, mean of x - pivot, rstd} written
+// over its first partial.
+__global__ void __launch_bounds__(kSplitThreads)
+    group_norm_rows_finalize(Welford* __restrict__ partial, int chunks, float eps) {
+  Welford acc{0.f, 0.f, 0.f};
+  Welford* mine = partial + int64_t(blockIdx.x) * chunks;
+  for (int j = threadIdx.x; j < chunks; j += blockDim.x) acc = merge(acc, mine[j]);
+  acc = block_reduce(acc);  // its barriers order every read above before the write below
+  if (threadIdx.x == 0) mine[0] = {acc.n, acc.mean, rsqrtf(acc.m2 / acc.n + eps)};
+}
+
+// Rows pass 3: normalize the chunk's pixels, each thread's V scales and shifts in registers.
+template <typename T, typename W, int V> __global__ void __launch_bounds__(kSplitThreads, kSplitBlocksPerSM)
+    group_norm_rows_apply(const T* __restrict__ x, T* __restrict__ y, const Welford* __restrict__ partial,
+                          const W* __restrict__ weight, const W* __restrict__ bias, int64_t c, int64_t spatial,
+                          int64_t groups, int chunks, uint32_t lanes, bool silu) {
+  const Rows r = Rows::of(c, spatial, groups, chunks, lanes, V);
+  if (r.hi == r.lo) return;
+  const int64_t cpg = c / groups, sample = r.i * spatial * c;
+  const Welford st = partial[(r.i * groups + r.group) * chunks];  // m2 holds rstd
+  const float pivot = to_f32(x[sample + r.group * cpg]);
+  float scale[V], shift[V];
+#pragma unroll
+  for (int j = 0; j < V; ++j) {
+    scale[j] = st.m2 * (weight ? to_f32(weight[r.ch + j]) : 1.f);
+    shift[j] = (bias ? to_f32(bias[r.ch + j]) : 0.f) - st.mean * scale[j];
+  }
+  for (int64_t p = r.lo + r.row; p < r.hi; p += r.rows) {
+    float v[V];
+    load<T, V>(x + sample + p * c + r.ch, v, pivot);
+    Vec<T, V> out;
+#pragma unroll
+    for (int j = 0; j < V; ++j) {
+      float o = v[j] * scale[j] + shift[j];
+      if (silu) o = o / (1.f + __expf(-o));
+      out.v[j] = from_f32<T>(o);
+    }
+    *reinterpret_cast<Vec<T, V>*>(y + sample + p * c + r.ch) = out;
+  }
+}
+
 int64_t chunks_of(int64_t group_elems) { return (group_elems + kChunk - 1) / kChunk; }
 
 // The dynamic shared memory of group_norm_on_chip (for any vector width): the group's scale and
@@ -246,9 +345,33 @@ Status launch(const GroupNormArgs& a, const DeviceLimits& dev, cudaStream_t stre
     return launch_kernel(kernel, unsigned(a.n * a.groups), threads, smem, stream, x, y, weight, bias, a.c, a.spatial,
                          a.groups, a.eps, silu);
   }
+  auto partial = static_cast<Welford*>(a.workspace);
+  const int64_t per_group = cpg / V;
+  if (CL && per_group <= kSplitThreads) {
+    // Rows: column blocks of at most kSplitThreads lanes (whole groups), as many rows as fill
+    // kSplitThreads threads, about kSplitBlocksPerSM blocks an SM, chunks of at least one pixel a
+    // row and never more than the split reduction's workspace holds.
+    const int64_t vectors = a.c / V;
+    const uint32_t lanes = uint32_t(std::min(vectors, kSplitThreads / per_group * per_group));
+    const int rows = std::max(1, kSplitThreads / int(lanes)), threads = rows * int(lanes);
+    const int64_t cblocks = (vectors + lanes - 1) / lanes;
+    const int64_t want = (int64_t(kSplitBlocksPerSM) * dev.sms + a.n * cblocks - 1) / (a.n * cblocks);
+    const int chunks = int(std::max<int64_t>(1, std::min({want, chunks_of(elems), (a.spatial + rows - 1) / rows})));
+    const unsigned blocks = unsigned(a.n * cblocks * chunks);
+    const size_t slots = size_t(threads) * sizeof(Welford);
+    auto stats = group_norm_rows_stats<T, V>;
+    Status st = allow_dynamic_smem(stats, slots, dev);
+    if (!st.ok()) return st;
+    st = launch_kernel(stats, blocks, threads, slots, stream, x, partial, a.c, a.spatial, a.groups, chunks, lanes);
+    if (!st.ok()) return st;
+    st = launch_kernel(group_norm_rows_finalize, unsigned(a.n * a.groups), kSplitThreads, 0, stream, partial, chunks,
+                       a.eps);
+    if (!st.ok()) return st;
+    return launch_kernel(group_norm_rows_apply<T, W, V>, blocks, threads, 0, stream, x, y, partial, weight, bias, a.c,
+                         a.spatial, a.groups, chunks, lanes, silu);
+  }
   const int chunks = int(chunks_of(elems));
   const unsigned blocks = unsigned(a.n * a.groups * chunks);
-  auto partial = static_cast<Welford*>(a.workspace);
   Status st = launch_kernel(group_norm_stats<T, V, CL>, blocks, kSplitThreads, 0, stream, x, partial, a.c, a.spatial,
                             a.groups, chunks);
   if (!st.ok()) return st;

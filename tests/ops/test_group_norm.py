@@ -91,12 +91,15 @@ def test_group_norm(backend, dtype, layout, shape, groups):
     ("on chip", "channels_last", (2, 15, 4, 4), 5),
     ("split", "contiguous", (1, 8, 96, 96), 1),         # 5 chunks, the last one partial
     ("split", "contiguous", (1, 8, 95, 97), 1),
-    ("split", "channels_last", (1, 16, 96, 96), 2),
-    ("split", "channels_last", (1, 7, 104, 104), 1),
+    ("split", "channels_last", (1, 16, 96, 96), 2),     # by pixel: 8 channels a group
+    ("split", "channels_last", (1, 7, 104, 104), 1),    # by pixel: one element at a time
+    ("split", "channels_last", (1, 64, 128, 128), 16),  # by pixel: 4 channels a group, 16 groups a row
+    ("split", "channels_last", (1, 2400, 18, 18), 12),  # by pixel: column blocks of 250 lanes, the last part idle
+    ("split", "channels_last", (1, 8200, 4, 4), 2),     # runs of 1025 vectors: by group
 ], ids=str)
 def test_cuda_group_norm_paths(dtype, path, layout, shape, groups):
-    """The CUDA kernels: one block per group on chip, or the split reduction, in both layouts, in
-    vectors or element by element."""
+    """The CUDA kernels: one block per group on chip, or the split reduction (channels_last: by
+    pixel, all of a pixel's groups a block), in both layouts, in vectors or element by element."""
     _check("cuda", shape, groups, dtype, layout)
     from fastdiff.cuda_ops import _C, _CODES
     ws = _C.group_norm_workspace_size(shape[0], shape[1], math.prod(shape[2:]), groups, _CODES[dtype])
