@@ -109,7 +109,7 @@ def test_record_auto_reads_files_with_failed_rows(tmp_path, monkeypatch):
 def test_record_auto_merges_cases_of_one_key_by_summed_time():
     a = {"dtype": "float16", "numel": 8, "order": ["triton", "cuda", "torch"], "us": {"triton": 1.0, "cuda": 2.0,
                                                                                     "torch": 9.0}}
-    b = {**a, "order": ["cuda", "triton", "torch"], "us": {"triton": 5.0, "cuda": 3.0, "torch": 4.0}}
+    b = {**a, "order": ["cuda", "triton", "torch"], "us": {"triton": 5.0, "cuda": 3.0, "torch": 6.0}}
     other = {**a, "numel": 16}
     assert record_auto.merged([a, other, b], "demo") == [
         {"dtype": "float16", "numel": 8, "order": ["cuda", "triton", "torch"]},

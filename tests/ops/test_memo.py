@@ -108,6 +108,7 @@ def test_weights_with_new_strides_reuse_the_launcher_and_stay_right(backend):
     assert _common.aux_meta(w[:, 0]) == _common.aux_meta(w[:, 0].contiguous())
     assert _common.aux_meta(None) is None and _common.aux_meta([1.0]) is list
 
+
 def test_qk_norm_rope_keys_q_and_k_without_strides():
     """A memoised qk_norm_rope call launches views of other strides (fused-QKV slices) correctly."""
     qkv = torch.randn(1, 6, 3, 2, 8)
