@@ -3,6 +3,8 @@
 // h = residual + gate * x and writes it, and the later passes read h back (each thread reads the
 // elements it wrote). The row stays in L1 between passes. When every tensor's columns are dense
 // and 16-byte aligned the passes move 16-byte vectors; otherwise single elements through strides.
+// The statistics are those of the row minus its first value (the pivot), exact where the row lies
+// within a factor 2 of it, so a mean large against the spread loses no digits in the sums.
 #include "dtype.cuh"
 #include "fastdiff/adaln.h"
 #include "launch.cuh"
@@ -77,20 +79,29 @@ template <typename T, int W, bool GATED> __global__ void __launch_bounds__(kThre
     }
   };
 
+  // the pivot, computed alike by every thread (gated: as the first pass computes h there)
+  float pivot[1];
+  load<1>(x, 0, xs.col, pivot);
+  if (GATED) {
+    float r0[1], g0[1];
+    load<1>(res, 0, rs.col, r0);
+    load<1>(gate, 0, a.gate_strides.col, g0);
+    pivot[0] = to_f32(from_f32<T>(r0[0] + g0[0] * pivot[0]));
+  }
   float sum = 0.f;
   for (int64_t i = threadIdx.x * int64_t(W); i < d; i += step) {
     float v[W];
     value(i, v, true);
 #pragma unroll
-    for (int j = 0; j < W; ++j) sum += v[j];
+    for (int j = 0; j < W; ++j) sum += v[j] - pivot[0];
   }
-  const float mean = block_sum(sum) / d;
+  const float mean = block_sum(sum) / d;  // of the row minus the pivot
   float m2 = 0.f;
   for (int64_t i = threadIdx.x * int64_t(W); i < d; i += step) {
     float v[W];
     value(i, v, false);
 #pragma unroll
-    for (int j = 0; j < W; ++j) m2 += (v[j] - mean) * (v[j] - mean);
+    for (int j = 0; j < W; ++j) m2 += (v[j] - pivot[0] - mean) * (v[j] - pivot[0] - mean);
   }
   const float rstd = rsqrtf(block_sum(m2) / d + a.eps);
   for (int64_t i = threadIdx.x * int64_t(W); i < d; i += step) {
@@ -99,7 +110,7 @@ template <typename T, int W, bool GATED> __global__ void __launch_bounds__(kThre
     load<W>(shift, i, a.shift_strides.col, sh);
     load<W>(scale, i, a.scale_strides.col, sc);
 #pragma unroll
-    for (int j = 0; j < W; ++j) v[j] = (v[j] - mean) * rstd * (1.f + sc[j]) + sh[j];
+    for (int j = 0; j < W; ++j) v[j] = (v[j] - pivot[0] - mean) * rstd * (1.f + sc[j]) + sh[j];
     store<W>(y, i, v);
   }
 }
