@@ -28,6 +28,11 @@ GUIDANCE = builtin.SAMPLING.guidance_scale
 SHORT, FULL = "colour and shape", "every attribute"
 
 
+def _guided(kind: str) -> bool:
+    """Whether the built-in model `kind` samples with guidance (the distilled one learned its own)."""
+    return builtin.defaults(kind).guidance_scale != 1.0
+
+
 def prompts(per_class: int) -> tuple[list[str], dict[str, torch.Tensor]]:
     """Every (colour, shape) pair as "a <colour> <shape>", per_class times, and their targets."""
     colour = torch.arange(len(data.COLOURS)).repeat_interleave(len(data.SHAPES)).repeat(per_class)
@@ -67,12 +72,12 @@ def run_all(kind: str, per_class: int, seed: int, device: str, weights_dir=None,
     judge = classifier.load(weights_dir)
     short = prompts(per_class)
     own = builtin.defaults(kind)
-    if own.guidance_scale == 1.0:
-        runs = [(SHORT, "lcm", steps, 1.0) for steps in LCM_STEPS]
-    else:
+    if _guided(kind):
         runs = [(SHORT, *REFERENCE, s) for s in CFG_SCALES]
         runs += [(SHORT, sampler, steps, GUIDANCE) for _, sampler, steps in SAMPLER_RUNS
                  if (sampler, steps) != REFERENCE]
+    else:
+        runs = [(SHORT, "lcm", steps, 1.0) for steps in LCM_STEPS]
     if builtin.READS_SCENE[kind]:
         runs.append((FULL, own.sampler, own.steps, own.guidance_scale))
     rows = []
@@ -109,7 +114,7 @@ def table(rows: list[dict]) -> str:
     model's defaults, accuracy per attribute on each prompt set, and per asked shape."""
     kinds = _kinds(rows)
     get = {(r["model"], r["sampler"], r["steps"], r["cfg"]): r["accuracy"] for r in rows if r["prompts"] == SHORT}
-    guided = [k for k in kinds if builtin.defaults(k).guidance_scale != 1.0]
+    guided = [k for k in kinds if _guided(k)]
     lines = [f"| CFG scale ({_reference_name()}) | " + " | ".join(guided) + " |", "|---" * (len(guided) + 1) + "|"]
     for s in CFG_SCALES:
         lines.append(f"| {s:g} | " + " | ".join(_cell(get.get((k, *REFERENCE, s))) for k in guided) + " |")
@@ -146,7 +151,7 @@ def report(rows: list[dict], out) -> None:
     rows = [r for r in rows if r["prompts"] == SHORT]
     series = {k: [(r["cfg"], r["accuracy"]) for r in rows
                   if r["model"] == k and (r["sampler"], r["steps"]) == REFERENCE]
-              for k in kinds if builtin.defaults(k).guidance_scale != 1.0}
+              for k in kinds if _guided(k)}
     plots.line_plot(series, "CFG scale", "prompt accuracy", f"Accuracy vs CFG ({_reference_name()})",
                     out / "accuracy_vs_cfg.png")
     by_steps = {f"{k} {n}": [(r["steps"], r["accuracy"]) for r in rows if r["model"] == k
